@@ -1,0 +1,1 @@
+"""Agents: policy backends (transformers, OpenAI-compatible HTTP, vLLM), multi-turn rollout, prompts."""

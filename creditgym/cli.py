@@ -1,0 +1,131 @@
+"""The ``creditgym`` command: one subcommand per job, each a thin wrapper over library calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from creditgym.errors import CreditGymError
+
+BACKENDS = ("lucene", "bm25s", "dense")
+
+
+def _add_world_options(p: argparse.ArgumentParser) -> None:
+    from creditgym.envs.world import WorldConfig
+
+    default = WorldConfig()
+    p.add_argument("--world-seed", type=int, default=default.seed, help="seed of the built-in world")
+    p.add_argument(
+        "--world-docs", type=int, default=default.num_documents,
+        help=f"documents in the built-in world (default {default.num_documents})",
+    )
+
+
+def _world_config(args: argparse.Namespace):
+    from creditgym.envs.world import WorldConfig
+
+    return WorldConfig(seed=args.world_seed, num_documents=args.world_docs)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from creditgym.envs.defaults import ensure_world_index
+    from creditgym.envs.retrieval import build_index
+
+    if args.corpus is None:
+        built = ensure_world_index(_world_config(args), args.backend, threads=args.threads)
+        print(built.index)
+        return 0
+    if args.out is None:
+        from creditgym.envs import cache
+
+        args.out = cache.index_path(Path(args.corpus).stem, args.backend)
+    print(build_index(args.backend, args.corpus, args.out, threads=args.threads, overwrite=args.overwrite))
+    return 0
+
+
+def cmd_serve_retriever(args: argparse.Namespace) -> int:
+    from creditgym.envs.retrieval import RetrieverConfig, make_retriever
+    from creditgym.envs.retrieval.server import serve
+
+    index = args.index
+    if index is None:
+        from creditgym.envs.defaults import ensure_world_index
+
+        index = str(ensure_world_index(_world_config(args), args.backend, threads=args.threads).index)
+    retriever = make_retriever(RetrieverConfig(backend=args.backend, index=index, threads=args.threads))
+    serve(retriever, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    import json
+
+    from creditgym.envs.world import World
+
+    world = World.generate(_world_config(args))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    world.write_corpus(out / "corpus.jsonl")
+    for split in ("train", "test"):
+        with (out / f"{split}.jsonl").open("w") as f:
+            for task in world.questions(split):
+                f.write(json.dumps(task.to_dict()) + "\n")
+    print(out)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from creditgym.quickstart import run_quickstart
+
+    return run_quickstart(_world_config(args), backend=args.backend, questions=args.questions)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="creditgym", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="build a retrieval index from a wiki-18 JSONL corpus (default: the built-in world)")
+    p.add_argument("--corpus", help="wiki-18 JSONL file ({'id', 'contents'} per line); default: the built-in world")
+    p.add_argument("--backend", choices=BACKENDS, default="lucene")
+    p.add_argument("--out", type=Path, help="index directory (default: in the cache, $CREDITGYM_CACHE)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    _add_world_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("serve-retriever", help="serve a retrieval backend over HTTP (Search-R1 protocol)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--index", help="index directory to serve; default: the built-in world's")
+    p.add_argument("--backend", choices=BACKENDS, default="lucene")
+    p.add_argument("--threads", type=int, default=2)
+    _add_world_options(p)
+    p.set_defaults(func=cmd_serve_retriever)
+
+    p = sub.add_parser("world", help="write the built-in world's corpus and questions to a folder")
+    p.add_argument("--out", required=True, help="output folder (corpus.jsonl, train.jsonl, test.jsonl)")
+    _add_world_options(p)
+    p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("demo", help="build the default world and its index, then answer questions through it")
+    p.add_argument("--backend", choices=BACKENDS, default="lucene")
+    p.add_argument("--questions", type=int, default=8, help="test questions to answer")
+    _add_world_options(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CreditGymError as exc:
+        print(f"creditgym {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Environments: the gymnasium contract, tools, the built-in world, task loaders, rewards and retrieval."""

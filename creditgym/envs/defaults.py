@@ -1,0 +1,49 @@
+"""The built-in default dataset: a generated world, its corpus file and its retrieval index.
+
+Built on first use and cached (see ``creditgym.envs.cache``), so every command and test that
+needs "the default world with a Lucene index" gets the same files without rebuilding them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from creditgym.envs import cache
+from creditgym.envs.world import World, WorldConfig
+
+
+@dataclass
+class BuiltWorld:
+    """A generated world with its corpus file and index on disk."""
+
+    world: World
+    """The generator's output (documents and questions)."""
+    corpus: Path
+    """The world's wiki-18 JSONL corpus."""
+    index: Path
+    """The retrieval index built from ``corpus``."""
+    backend: str
+    """Which backend ``index`` is for (``lucene``, ``bm25s`` or ``dense``)."""
+
+
+def ensure_world_corpus(config: WorldConfig) -> tuple[World, Path]:
+    """Generate the world and write its corpus unless the cache already holds it."""
+    world = World.generate(config)
+    path = cache.corpus_path(cache.world_name(config.seed, config.num_documents))
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        world.write_corpus(path)
+    return world, path
+
+
+def ensure_world_index(config: WorldConfig, backend: str = "lucene", *, threads: int = 2) -> BuiltWorld:
+    """The world, its corpus and a ``backend`` index over it, building what is missing."""
+    from creditgym.envs.retrieval import build_index
+
+    world, corpus = ensure_world_corpus(config)
+    index = cache.index_path(cache.world_name(config.seed, config.num_documents), backend)
+    if not index.exists():
+        index.parent.mkdir(parents=True, exist_ok=True)
+        build_index(backend, corpus, index, threads=threads)
+    return BuiltWorld(world=world, corpus=corpus, index=index, backend=backend)
