@@ -1,0 +1,143 @@
+"""The trajectory record shared by rollouts, credit estimators, trainers and replay.
+
+One ``Trajectory`` is one episode of one task: the prompt token ids, then per turn the policy's
+action ids (with their log-probs) and the environment's observation ids, plus per-turn rewards,
+anchors (state key before the turn's action, for GiGPO) and valid flags. ``tokens()`` and
+``loss_mask()`` rebuild the flat sequence the policy was trained on: prompt (mask 0), then per turn
+action ids (mask 1) and observation ids (mask 0). ``to_dict``/``from_dict`` give the JSON form,
+versioned as ``"schema": "creditgym.trajectory/1"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from creditgym.errors import CreditGymError
+
+SCHEMA = "creditgym.trajectory/1"
+
+_PER_TURN = ("action_ids", "action_logprobs", "observation_ids", "rewards", "anchors", "valid")
+
+
+class TrajectoryFormatError(CreditGymError, ValueError):
+    """A trajectory record is inconsistent or not in the ``creditgym.trajectory/1`` form."""
+
+
+@dataclass
+class Trajectory:
+    """One recorded episode; per-turn lists all have one entry per turn."""
+
+    id: str
+    """Unique id of this trajectory."""
+    group: str
+    """Group id: the n rollouts of one task with one reset seed share it."""
+    task: dict[str, Any]
+    """The task as a JSON-ready dict (``Task.to_dict()``)."""
+    prompt_ids: list[int]
+    """Token ids of the rendered prompt (loss mask 0)."""
+    action_ids: list[list[int]] = field(default_factory=list)
+    """Per turn: the generated token ids (loss mask 1)."""
+    action_logprobs: list[list[float]] = field(default_factory=list)
+    """Per turn: the rollout policy's log-prob of each generated token."""
+    observation_ids: list[list[int]] = field(default_factory=list)
+    """Per turn: token ids of the observation appended after the action (loss mask 0)."""
+    rewards: list[float] = field(default_factory=list)
+    """Per turn: environment reward."""
+    anchors: list[Any] = field(default_factory=list)
+    """Per turn: hashable, JSON-ready key of the state seen before the action (no history)."""
+    valid: list[bool] = field(default_factory=list)
+    """Per turn: whether the action was well-formed."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Outcome metrics of the episode (``em``, ``f1``, ``success``, ...)."""
+    advantages: list[float] | None = None
+    """Optional per-token advantages aligned with ``tokens()`` (set by a credit estimator)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.action_ids)
+        bad = {k: len(getattr(self, k)) for k in _PER_TURN if len(getattr(self, k)) != n}
+        if bad:
+            raise TrajectoryFormatError(
+                f"trajectory {self.id!r}: per-turn lists must have one entry per turn "
+                f"(action_ids has {n}); got " + ", ".join(f"{k}={v}" for k, v in bad.items())
+            )
+        for t, (a, lp) in enumerate(zip(self.action_ids, self.action_logprobs)):
+            if len(a) != len(lp):
+                raise TrajectoryFormatError(
+                    f"trajectory {self.id!r} turn {t}: {len(a)} action ids but {len(lp)} logprobs"
+                )
+
+    @property
+    def n_turns(self) -> int:
+        return len(self.action_ids)
+
+    @property
+    def episode_return(self) -> float:
+        """Sum of the per-turn rewards."""
+        return float(sum(self.rewards))
+
+    def turn_lengths(self) -> tuple[np.ndarray, np.ndarray]:
+        """(action lengths, observation lengths) per turn."""
+        a = np.fromiter(map(len, self.action_ids), dtype=np.int64, count=self.n_turns)
+        o = np.fromiter(map(len, self.observation_ids), dtype=np.int64, count=self.n_turns)
+        return a, o
+
+    def tokens(self) -> np.ndarray:
+        """The flat token sequence: prompt, then per turn action ids and observation ids."""
+        parts = [self.prompt_ids]
+        for a, o in zip(self.action_ids, self.observation_ids):
+            parts += [a, o]
+        return np.fromiter((t for p in parts for t in p), dtype=np.int64)
+
+    def loss_mask(self) -> np.ndarray:
+        """1 on action tokens, 0 on prompt and observation tokens (aligned with ``tokens()``)."""
+        a, o = self.turn_lengths()
+        pieces = np.stack([a, o], axis=1).ravel()
+        marks = np.tile([1, 0], self.n_turns)
+        body = np.repeat(marks, pieces).astype(np.int8)
+        return np.concatenate([np.zeros(len(self.prompt_ids), dtype=np.int8), body])
+
+    def turn_of_token(self) -> np.ndarray:
+        """Turn index of each token (-1 on the prompt), aligned with ``tokens()``."""
+        a, o = self.turn_lengths()
+        body = np.repeat(np.arange(self.n_turns), a + o)
+        return np.concatenate([np.full(len(self.prompt_ids), -1, dtype=np.int64), body])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with ``"schema": "creditgym.trajectory/1"``."""
+        d: dict[str, Any] = {"schema": SCHEMA}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = _jsonable(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
+        """Inverse of :meth:`to_dict`; rejects other schemas and unknown keys."""
+        if d.get("schema") != SCHEMA:
+            raise TrajectoryFormatError(
+                f"trajectory record has schema {d.get('schema')!r}; this version reads {SCHEMA!r}"
+            )
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names - {"schema"})
+        if unknown:
+            raise TrajectoryFormatError(f"trajectory record has unknown key(s) {unknown}")
+        missing = sorted({"id", "group", "task", "prompt_ids"} - set(d))
+        if missing:
+            raise TrajectoryFormatError(f"trajectory record lacks {missing}")
+        kwargs = {k: v for k, v in d.items() if k != "schema"}
+        return cls(**kwargs)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.integer, np.floating, np.bool_)):
+        return v.item()
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
