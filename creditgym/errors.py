@@ -15,3 +15,15 @@ class RetrievalError(CreditGymError, RuntimeError):
 
 class CorpusFormatError(CreditGymError, ValueError):
     """A corpus file is not in the wiki-18 JSONL form (``{"id": ..., "contents": ...}`` per line)."""
+
+
+class ToolDefinitionError(CreditGymError, TypeError):
+    """A Python function cannot be turned into a tool (missing type hint, ``*args``, bad name, ...)."""
+
+
+class TaskFormatError(CreditGymError, ValueError):
+    """A task file (Search-R1 parquet/JSONL) is missing, unreadable, or a row lacks a needed field."""
+
+
+class EnvUsageError(CreditGymError, RuntimeError):
+    """An environment was driven out of order (``step`` before ``reset``, after the episode ended, ...)."""

@@ -1,0 +1,1 @@
+"""Small, complete environments that the README shows and the tests run."""
