@@ -45,16 +45,14 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_retriever(args: argparse.Namespace) -> int:
-    from creditgym.envs.retrieval import RetrieverConfig, make_retriever
-    from creditgym.envs.retrieval.server import serve
+    from creditgym.envs.retrieval.server import run_from_args
 
-    index = args.index
-    if index is None:
+    if args.index is None and args.url is None:  # default: the built-in world's index
         from creditgym.envs.defaults import ensure_world_index
 
-        index = str(ensure_world_index(_world_config(args), args.backend, threads=args.threads).index)
-    retriever = make_retriever(RetrieverConfig(backend=args.backend, index=index, threads=args.threads))
-    serve(retriever, host=args.host, port=args.port)
+        args.backend = args.backend or "lucene"
+        args.index = str(ensure_world_index(_world_config(args), args.backend, threads=args.threads).index)
+    run_from_args(args)
     return 0
 
 
@@ -95,11 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_index)
 
     p = sub.add_parser("serve-retriever", help="serve a retrieval backend over HTTP (Search-R1 protocol)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--index", help="index directory to serve; default: the built-in world's")
-    p.add_argument("--backend", choices=BACKENDS, default="lucene")
-    p.add_argument("--threads", type=int, default=2)
+    from creditgym.envs.retrieval.server import add_arguments as add_server_arguments
+
+    add_server_arguments(p)
     _add_world_options(p)
     p.set_defaults(func=cmd_serve_retriever)
 

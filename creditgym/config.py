@@ -75,6 +75,8 @@ def _coerce(annotation: Any, value: Any, label: str) -> Any:
             raise ConfigError(f"{label}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
     if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):  # already built (e.g. passed from Python, not YAML)
+            return value
         return from_dict(annotation, value, where=label)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -45,5 +45,7 @@ def ensure_world_index(config: WorldConfig, backend: str = "lucene", *, threads:
     index = cache.index_path(cache.world_name(config.seed, config.num_documents), backend)
     if not index.exists():
         index.parent.mkdir(parents=True, exist_ok=True)
-        build_index(backend, corpus, index, threads=threads)
+        # No stemming: the world's names are invented words, and English suffix stripping makes
+        # distinct names collide ("Breigos" and the surname "Breigo" both stem to "breigo").
+        build_index(backend, corpus, index, threads=threads, stemmer="none", stem=False)
     return BuiltWorld(world=world, corpus=corpus, index=index, backend=backend)

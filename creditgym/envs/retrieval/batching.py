@@ -1,0 +1,112 @@
+"""Coalescing concurrent searches from many callers into batched backend calls.
+
+Many environments step at once (threads, or tool calls that ToolEnv runs in threads), each with
+one query. ``BatchingRetriever`` wraps any backend so that concurrent ``search`` calls share one
+backend ``search(queries, k)`` call: every backend is much faster per query on a batch (Lucene
+spreads a batch over its threads, bm25s and dense backends vectorise it). It works across
+threads and event loops because it only uses threading primitives; the async HTTP server has its
+own loop-bound ``Batcher`` in ``server.py``.
+
+Leader/follower: the first caller to find no batch running becomes the leader, waits
+``window_s`` for others to join, runs one backend call for everything queued (same ``k``, up to
+``max_batch`` queries), hands each caller its own results, then passes leadership to the oldest
+caller still waiting. Results are never mixed up between callers: each keeps its own slice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from creditgym.envs.retrieval.base import Hit, Retriever
+
+
+@dataclass
+class _Call:
+    queries: list[str]
+    k: int
+    done: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    hits: list[list[Hit]] | None = None
+    error: BaseException | None = None
+
+
+class BatchingRetriever:
+    """A thread-safe ``Retriever`` that batches concurrent calls to ``backend``."""
+
+    def __init__(self, backend: Retriever, *, max_batch: int = 512, window_s: float = 0.001) -> None:
+        if max_batch < 1 or window_s < 0:
+            raise ValueError("max_batch must be >= 1 and window_s >= 0")
+        self.backend = backend
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._queue: list[_Call] = []
+        self._leading = False
+        self.backend_calls = 0
+        """Backend calls made so far (queries / backend_calls is the mean batch size)."""
+        self.queries = 0
+        """Queries answered so far."""
+
+    def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        call = _Call(list(queries), k)
+        with self._lock:
+            self._queue.append(call)
+            if not self._leading:
+                self._leading = call.lead = True
+        if not call.lead:
+            call.done.wait()
+        if call.lead:
+            self._lead()
+            call.done.wait()
+        if call.error is not None:
+            raise call.error
+        assert call.hits is not None
+        return call.hits
+
+    def _lead(self) -> None:
+        if self.window_s:
+            time.sleep(self.window_s)
+        with self._lock:
+            batch = self._take_batch()
+        queries = [q for c in batch for q in c.queries]
+        try:
+            hits = self.backend.search(queries, batch[0].k)
+            if len(hits) != len(queries):
+                raise RuntimeError(f"backend returned {len(hits)} result lists for {len(queries)} queries")
+        except BaseException as exc:  # every waiting caller learns what happened
+            for c in batch:
+                c.error = exc
+        else:
+            start = 0
+            for c in batch:
+                c.hits = hits[start : start + len(c.queries)]
+                start += len(c.queries)
+        with self._lock:
+            self.backend_calls += 1
+            self.queries += len(queries)
+            successor = self._queue[0] if self._queue else None
+            self._leading = successor is not None
+            if successor is not None:
+                successor.lead = True
+        for c in batch:
+            c.done.set()
+        if successor is not None:
+            successor.done.set()
+
+    def _take_batch(self) -> list[_Call]:
+        """Pop the oldest call and every queued call with the same ``k`` that fits the batch."""
+        first = self._queue[0]
+        batch, rest, n = [], [], 0
+        for c in self._queue:
+            if c.k == first.k and (not batch or n + len(c.queries) <= self.max_batch):
+                batch.append(c)
+                n += len(c.queries)
+            else:
+                rest.append(c)
+        self._queue = rest
+        return batch
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,506 @@
+"""The retrieval server: any backend over HTTP, speaking the Search-R1 retriever protocol.
+
+``POST /retrieve`` with ``{"queries": ["q1", ...], "topk": 3, "return_scores": true}`` (or the
+single form ``{"query": "q1", ...}``) answers ``{"result": [[{"document": {"id": ...,
+"contents": "\\"Title\\"\\nbody"}, "score": 12.3}, ...], ...]}``: one list per query, best first.
+With ``"return_scores": false`` (the default, as in Search-R1) each query's list holds the bare
+documents. ``topk`` defaults to 3. Keys other than these are ignored, as Search-R1's server
+ignores them. ``GET /health`` answers ``{"status": "ok", "backend": ..., "documents": N}``.
+
+Every malformed request (body not JSON, wrong types, ``topk`` out of range, too many queries, a
+body over the size limit, an unknown path or method) gets a 4xx answer ``{"error": "..."}`` that
+says what is wrong, and the server keeps serving. A failing backend gives 500 with the error.
+
+Throughput comes from batching: queries from concurrent requests wait in a queue per ``topk``
+while the backend works on the previous batch, then go to the backend together as one
+``search(queries, k)`` call in a worker thread (Lucene and numpy release the GIL there), so the
+more requests arrive at once, the more queries each backend call serves. With no load a request
+is dispatched at once (``batch_window_ms`` adds a deliberate wait; 0 by default). Nothing is
+logged per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from creditgym.envs.retrieval.base import Hit, Retriever
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPK = 3
+"""Search-R1's default number of passages per query."""
+
+_RETRIEVER_KEY = web.AppKey("retriever", object)
+_BATCHER_KEY = web.AppKey("batcher", object)
+
+
+class BadRequest(Exception):
+    """A request that fails validation; the message goes back to the client."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class _Job:
+    queries: list[str]
+    future: asyncio.Future
+
+
+@dataclass
+class _Queue:
+    jobs: list[_Job] = field(default_factory=list)
+    since: float = 0.0  # when the oldest waiting job arrived
+
+
+class Batcher:
+    """Coalesces the queries of concurrent requests into batched ``retriever.search`` calls.
+
+    Requests are queued per ``k``. At most ``workers`` batches run at a time, each in a worker
+    thread; when one finishes, the oldest queue is sent next, up to ``max_batch`` queries (whole
+    requests; a single request larger than that goes alone). Results go back to each request in
+    its own order, so batching never mixes requests up.
+    """
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        max_batch: int = 256,
+        batch_window_ms: float = 0.0,
+        workers: int = 1,
+    ) -> None:
+        if max_batch < 1 or workers < 1 or batch_window_ms < 0:
+            raise ValueError("max_batch and workers must be >= 1, batch_window_ms >= 0")
+        self.retriever = retriever
+        self.max_batch = max_batch
+        self.window = batch_window_ms / 1000.0
+        self.workers = workers
+        self._queues: dict[int, _Queue] = {}
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.batches = 0
+        """Backend calls made so far."""
+        self.queries = 0
+        """Queries answered so far."""
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="retrieve")
+        return self._executor
+
+    async def search(self, queries: list[str], k: int) -> list[list[Hit]]:
+        """Queue ``queries`` for a batched top-``k`` search and wait for their hits."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        q = self._queues.get(k)
+        if q is None:
+            q = self._queues[k] = _Queue(since=time.monotonic())
+        q.jobs.append(_Job(queries, fut))
+        if self.window and self._running == 0:
+            if self._timer is None:
+                self._timer = loop.call_later(self.window, self._timer_fired)
+        else:
+            self._dispatch()
+        return await fut
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._running < self.workers and self._queues:
+            k = min(self._queues, key=lambda key: self._queues[key].since)
+            queue = self._queues[k]
+            batch: list[_Job] = []
+            n = 0
+            while queue.jobs and (not batch or n + len(queue.jobs[0].queries) <= self.max_batch):
+                job = queue.jobs.pop(0)
+                if job.future.done():  # the client went away
+                    continue
+                batch.append(job)
+                n += len(job.queries)
+            if queue.jobs:
+                queue.since = time.monotonic()
+            else:
+                del self._queues[k]
+            if batch:
+                self._running += 1
+                asyncio.get_running_loop().create_task(self._run(batch, k))
+
+    async def _run(self, batch: list[_Job], k: int) -> None:
+        queries = [q for job in batch for q in job.queries]
+        try:
+            try:
+                hits = await asyncio.get_running_loop().run_in_executor(
+                    self._pool(), self.retriever.search, queries, k
+                )
+                if len(hits) != len(queries):
+                    raise RuntimeError(
+                        f"backend returned {len(hits)} result lists for {len(queries)} queries"
+                    )
+            except Exception as exc:  # every waiting request learns what happened
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                return
+            self.batches += 1
+            self.queries += len(queries)
+            start = 0
+            for job in batch:
+                end = start + len(job.queries)
+                if not job.future.done():
+                    job.future.set_result(hits[start:end])
+                start = end
+        finally:
+            self._running -= 1
+            self._dispatch()
+
+    def close(self) -> None:
+        """Stop the worker threads (waiting for a running batch)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
+def parse_request(
+    body: bytes, *, max_queries: int, max_topk: int
+) -> tuple[list[str], int, bool]:
+    """Validate a ``/retrieve`` body: (queries, topk, return_scores), or raise BadRequest."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest(
+            f"request body must be a JSON object like {{\"queries\": [\"...\"], \"topk\": 3}}, "
+            f"got a JSON {type(payload).__name__}"
+        )
+    has_many, has_one = "queries" in payload, "query" in payload
+    if has_many and has_one:
+        raise BadRequest(
+            "give either 'queries' (a list of strings) or 'query' (a string), not both"
+        )
+    if has_many:
+        queries = payload["queries"]
+        if not isinstance(queries, list):
+            raise BadRequest(f"'queries' must be a list of strings, got {_kind(queries)}")
+        if not queries:
+            raise BadRequest("'queries' is empty; send at least one query")
+        if len(queries) > max_queries:
+            raise BadRequest(
+                f"too many queries: {len(queries)} in one request, the limit is {max_queries}; "
+                "split them over several requests",
+                status=413,
+            )
+        for i, q in enumerate(queries):
+            if not isinstance(q, str):
+                raise BadRequest(f"'queries'[{i}] must be a string, got {_kind(q)}")
+    elif has_one:
+        query = payload["query"]
+        if not isinstance(query, str):
+            raise BadRequest(f"'query' must be a string, got {_kind(query)}")
+        queries = [query]
+    else:
+        raise BadRequest(
+            "missing 'queries': send {\"queries\": [\"...\"], \"topk\": 3, "
+            "\"return_scores\": true} or {\"query\": \"...\"}"
+        )
+    topk = payload.get("topk")
+    if topk is None:
+        topk = DEFAULT_TOPK
+    elif isinstance(topk, bool) or not isinstance(topk, int):
+        raise BadRequest(f"'topk' must be an integer, got {_kind(topk)}")
+    elif not 1 <= topk <= max_topk:
+        raise BadRequest(f"'topk' must be between 1 and {max_topk}, got {topk}")
+    scores = payload.get("return_scores")
+    if scores is None:
+        scores = False
+    elif not isinstance(scores, bool):
+        raise BadRequest(f"'return_scores' must be true or false, got {_kind(scores)}")
+    return queries, topk, scores
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "an integer", float: "a number", type(None): "null"}
+    text = json.dumps(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{names.get(type(value), type(value).__name__)} ({text})"
+
+
+def format_result(hits: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
+    """The Search-R1 response body for ``hits``."""
+    if return_scores:
+        result = [
+            [{"document": {"id": h.docid, "contents": h.contents}, "score": h.score} for h in row]
+            for row in hits
+        ]
+    else:
+        result = [[{"id": h.docid, "contents": h.contents} for h in row] for row in hits]
+    return {"result": result}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def make_app(
+    retriever: Retriever,
+    *,
+    max_queries: int = 512,
+    max_topk: int = 100,
+    max_body_bytes: int = 1 << 20,
+    max_batch: int = 256,
+    batch_window_ms: float = 0.0,
+    workers: int = 1,
+    backend_name: str | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``retriever``.
+
+    ``max_queries``: queries per request; ``max_topk``: largest ``topk``; ``max_body_bytes``:
+    largest request body; ``max_batch``: most queries in one backend call; ``batch_window_ms``:
+    how long an idle server waits for more requests before calling the backend; ``workers``:
+    backend calls that may run at once. The app does not close ``retriever``.
+    """
+    batcher = Batcher(
+        retriever, max_batch=max_batch, batch_window_ms=batch_window_ms, workers=workers
+    )
+    name = backend_name or type(retriever).__name__
+    documents = getattr(retriever, "num_documents", None)
+    if documents is None:
+        documents = getattr(retriever, "num_docs", None)
+
+    @web.middleware
+    async def json_errors(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except BadRequest as exc:
+            return _error(exc.status, str(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"request body is larger than the limit of {max_body_bytes} bytes")
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ", ".join(sorted(exc.allowed_methods - {"HEAD"})) or "none"
+            return _error(
+                405, f"method {request.method} is not allowed on {request.path}; use {allowed}"
+            )
+        except web.HTTPNotFound:
+            return _error(
+                404,
+                f"no such path {request.path!r}; this server answers POST /retrieve and "
+                "GET /health",
+            )
+        except web.HTTPException as exc:
+            if exc.status >= 400:
+                return _error(exc.status, exc.reason)
+            raise
+        except Exception as exc:  # a backend failure: say so, keep serving
+            log.exception("retrieval failed")
+            return _error(500, f"retrieval failed: {type(exc).__name__}: {exc}")
+
+    async def retrieve(request: web.Request) -> web.Response:
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=max_body_bytes, actual_size=request.content_length
+            )
+        body = await request.read()
+        queries, topk, scores = parse_request(body, max_queries=max_queries, max_topk=max_topk)
+        hits = await batcher.search(queries, topk)
+        return web.Response(
+            body=json.dumps(format_result(hits, scores), ensure_ascii=False).encode("utf-8"),
+            content_type="application/json",
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"status": "ok", "backend": name}
+        if documents is not None:
+            body["documents"] = documents
+        body["batches"] = batcher.batches
+        body["queries"] = batcher.queries
+        return web.json_response(body)
+
+    async def on_cleanup(app: web.Application) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, batcher.close)
+
+    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+    app[_RETRIEVER_KEY] = retriever
+    app[_BATCHER_KEY] = batcher
+    app.router.add_post("/retrieve", retrieve)
+    app.router.add_get("/health", health)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+class BackgroundServer:
+    """Runs :func:`make_app` on its own event loop thread: for tests, benchmarks and notebooks.
+
+    ``port=0`` picks a free port; ``url`` is the base URL once started. Use as a context manager
+    or call ``start()`` / ``stop()``. The retriever is not closed.
+    """
+
+    def __init__(
+        self, retriever: Retriever, host: str = "127.0.0.1", port: int = 0, **app_options: Any
+    ) -> None:
+        self.retriever = retriever
+        self.host = host
+        self.port = port
+        self.app_options = app_options
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                self._runner = web.AppRunner(
+                    make_app(self.retriever, **self.app_options), access_log=None
+                )
+                loop.run_until_complete(self._runner.setup())
+                site = web.TCPSite(self._runner, self.host, self.port)
+                loop.run_until_complete(site.start())
+                self.port = self._runner.addresses[0][1]
+            except BaseException as exc:  # noqa: BLE001 - reported to start()
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="retrieval-server", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+        self._thread = None
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    retriever: Retriever,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    **app_options: Any,
+) -> None:
+    """Serve ``retriever`` until interrupted (blocking). Binds loopback unless told otherwise."""
+    app = make_app(retriever, **app_options)
+    print(f"creditgym retrieval server on http://{host}:{port} (POST /retrieve, GET /health)",
+          flush=True)
+    web.run_app(app, host=host, port=port, access_log=None, print=None)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``creditgym serve-retriever`` (shared with ``python -m`` of this module)."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--index", help="index directory; its backend is detected when "
+                        "--backend is not given")
+    parser.add_argument("--backend", choices=["lucene", "bm25s", "dense", "http"],
+                        help="retrieval backend (default: detected from --index)")
+    parser.add_argument("--corpus", help="wiki-18 JSONL corpus: build --index from it if missing")
+    parser.add_argument("--url", help="upstream server for --backend http")
+    parser.add_argument("--threads", type=int, default=2, help="Lucene search threads")
+    parser.add_argument("--max-queries", type=int, default=512, help="queries per request")
+    parser.add_argument("--max-topk", type=int, default=100, help="largest topk")
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest body")
+    parser.add_argument("--max-batch", type=int, default=256, help="queries per backend call")
+    parser.add_argument("--batch-window-ms", type=float, default=0.0,
+                        help="wait this long for more requests before an idle backend call")
+    parser.add_argument("--workers", type=int, default=1, help="backend calls run at once")
+
+
+def run_from_args(args: argparse.Namespace) -> None:
+    """Open the retriever the options name and serve it (``creditgym serve-retriever``)."""
+    from creditgym.envs.retrieval import (
+        RetrieverConfig,
+        build_index,
+        detect_backend,
+        make_retriever,
+    )
+
+    backend = args.backend
+    if args.corpus and args.index and not _exists(args.index):
+        build_index(backend or "lucene", args.corpus, args.index, threads=args.threads)
+    if backend is None:
+        if args.url and not args.index:
+            backend = "http"
+        elif args.index:
+            backend = detect_backend(args.index)
+        else:
+            raise SystemExit("serve-retriever: give --index PATH (and/or --backend), or --url")
+    config = RetrieverConfig(backend=backend, index=args.index, url=args.url, threads=args.threads)
+    retriever = make_retriever(config)
+    try:
+        serve(
+            retriever,
+            host=args.host,
+            port=args.port,
+            max_queries=args.max_queries,
+            max_topk=args.max_topk,
+            max_body_bytes=args.max_body_bytes,
+            max_batch=args.max_batch,
+            batch_window_ms=args.batch_window_ms,
+            workers=args.workers,
+            backend_name=backend,
+        )
+    finally:
+        retriever.close()
+
+
+def _exists(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).exists()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="creditgym serve-retriever", description="Serve a retrieval backend over HTTP "
+        "(Search-R1 protocol: POST /retrieve, GET /health)."
+    )
+    add_arguments(parser)
+    run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
