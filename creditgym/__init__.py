@@ -6,3 +6,14 @@ Subpackages are the architecture: ``envs`` (environments, tools, world, retrieva
 """
 
 __version__ = "0.1.0"
+
+
+def _register_envs() -> None:
+    # Lets gymnasium.make("creditgym/Search-v0") work right after `import creditgym`;
+    # registration only records entry-point strings, so nothing heavy is imported here.
+    from creditgym.envs.registration import register_envs
+
+    register_envs()
+
+
+_register_envs()

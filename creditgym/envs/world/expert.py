@@ -1,0 +1,33 @@
+"""A scripted expert for the built-in world: follow the question's chain, reading each bridge
+entity off the passages the search actually returned.
+
+It searches hop ``t``'s entity only after the previous search showed that name, and answers only
+with a string the last search showed, so it reaches the gold answer exactly when retrieval
+surfaced every document of the chain. That makes it both the upper bound of what an agent can do
+through a given backend and (later) the source of demonstrations for a warm start.
+"""
+
+from __future__ import annotations
+
+from creditgym.envs.task import Task
+
+UNKNOWN = "unknown"
+
+
+def expert_action(task: Task, turn: int, observation: str, *, syntax: str = "xml") -> str:
+    """The expert's action at ``turn`` (0-based), given the observation it has just seen."""
+    chain = task.metadata["chain"]
+    if turn > 0 and chain[turn - 1]["answer"] not in observation:
+        return _call(syntax, "answer", UNKNOWN)  # retrieval missed the hop's document
+    if turn < len(chain):
+        return _call(syntax, "search", chain[turn]["query"])
+    return _call(syntax, "answer", chain[-1]["answer"])
+
+
+def _call(syntax: str, tool: str, text: str) -> str:
+    if syntax == "xml":
+        return f"<{tool}>{text}</{tool}>"
+    import json
+
+    arg = "query" if tool == "search" else "answer"
+    return "<tool_call>" + json.dumps({"name": tool, "arguments": {arg: text}}) + "</tool_call>"
