@@ -1,0 +1,107 @@
+"""pack_trajectories layout, micro-batch splitting, and sequence_logprobs on a real tiny Llama."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from creditgym.trainers.logprobs import TrainerInputError, pack_trajectories, sequence_logprobs
+from creditgym.trajectory import Trajectory
+from tests.trainers.helpers import PAD, make_trajs, tiny_model
+
+
+def test_pack_layout_matches_trajectories():
+    trajs = make_trajs(5, seed=1)
+    b = pack_trajectories(trajs, PAD, require_advantages=True)
+    width = max(len(t.tokens()) for t in trajs)
+    assert b.input_ids.shape == (5, width)
+    for i, t in enumerate(trajs):
+        L = len(t.tokens())
+        assert b.lengths[i] == L
+        assert b.input_ids[i, :L].tolist() == t.tokens().tolist()
+        assert (b.input_ids[i, L:] == PAD).all() and (b.attention_mask[i, L:] == 0).all()
+        assert (b.attention_mask[i, :L] == 1).all()
+        assert b.loss_mask[i, :L].tolist() == t.loss_mask().tolist()
+        assert (b.loss_mask[i, L:] == 0).all()
+        act = b.loss_mask[i].bool()
+        flat_lp = [x for lp in t.action_logprobs for x in lp]
+        assert b.old_logprobs[i][act].tolist() == pytest.approx(flat_lp)
+        assert (b.old_logprobs[i][~act] == 0).all()
+        assert b.advantages[i, :L].tolist() == pytest.approx(t.advantages)
+        assert b.turn_of_token[i, :L].tolist() == t.turn_of_token().tolist()
+        assert (b.turn_of_token[i, L:] == -1).all()
+        assert b.n_turns[i] == t.n_turns
+    assert b.num_tokens == sum(int(t.loss_mask().sum()) for t in trajs)
+
+
+def test_pack_rejects_unusable_trajectories():
+    t = make_trajs(1, with_advantages=False)[0]
+    pack_trajectories([t], PAD)  # advantages optional by default (SFT)
+    with pytest.raises(TrainerInputError, match="no advantages"):
+        pack_trajectories([t], PAD, require_advantages=True)
+    t.advantages = [0.0] * 3
+    with pytest.raises(TrainerInputError, match="per token"):
+        pack_trajectories([t], PAD)
+    empty_prompt = Trajectory(id="x", group="g", task={}, prompt_ids=[], action_ids=[[3, 4]],
+                              action_logprobs=[[-1.0, -1.0]], observation_ids=[[]], rewards=[0.0],
+                              anchors=[None], valid=[True])
+    with pytest.raises(TrainerInputError, match="empty prompt"):
+        pack_trajectories([empty_prompt], PAD)
+    with pytest.raises(TrainerInputError):
+        pack_trajectories([], PAD)
+
+
+def test_micro_batches_respect_budget_and_cover_rows():
+    b = pack_trajectories(make_trajs(9, seed=2), PAD)
+    budget = 24
+    micros = b.micro_batches(budget)
+    assert len(micros) > 1
+    seen = []
+    for m in micros:
+        assert m.input_ids.numel() <= budget or m.num_seqs == 1
+        assert m.input_ids.shape[1] == int(m.lengths.max())  # padding trimmed
+        for r, i in enumerate(m.index.tolist()):
+            L = int(b.lengths[i])
+            assert torch.equal(m.input_ids[r, :L], b.input_ids[i, :L])
+            assert torch.equal(m.loss_mask[r, :L], b.loss_mask[i, :L])
+            assert torch.equal(m.advantages[r, :L], b.advantages[i, :L])
+        seen += m.index.tolist()
+    assert sorted(seen) == list(range(9))
+    assert sum(m.num_tokens for m in micros) == b.num_tokens
+    assert b.micro_batches(None) == [b]
+    big = b.micro_batches(1)  # smaller than any row: one row per micro-batch
+    assert len(big) == 9
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sequence_logprobs_match_unpadded_log_softmax(temperature):
+    model = tiny_model().eval()
+    trajs = make_trajs(4, seed=3)
+    b = pack_trajectories(trajs, PAD)
+    with torch.no_grad():
+        lp, ent = sequence_logprobs(model, b.input_ids, b.attention_mask,
+                                    temperature=temperature, return_entropy=True)
+    assert lp.shape == b.input_ids.shape and (lp[:, 0] == 0).all()
+    for i, t in enumerate(trajs):
+        ids = torch.as_tensor(t.tokens())[None]
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0].float() / temperature
+        dist = torch.log_softmax(logits, dim=-1)
+        want = dist[:-1].gather(-1, ids[0, 1:, None]).squeeze(-1)
+        L = ids.shape[1]
+        assert torch.allclose(lp[i, 1:L], want, atol=1e-5)
+        want_ent = torch.distributions.Categorical(logits=logits[:-1]).entropy()
+        assert torch.allclose(ent[i, 1:L], want_ent, atol=1e-5)
+    with pytest.raises(TrainerInputError, match="temperature"):
+        sequence_logprobs(model, b.input_ids, b.attention_mask, temperature=0.0)
+
+
+def test_sequence_logprobs_are_differentiable():
+    model = tiny_model()
+    b = pack_trajectories(make_trajs(2, seed=4), PAD)
+    lp = sequence_logprobs(model, b.input_ids, b.attention_mask)
+    (lp * b.loss_mask).sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    assert np.isfinite([float(g.abs().sum()) for g in grads]).all()
