@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=int, default=8, help="test questions to answer")
     _add_world_options(p)
     p.set_defaults(func=cmd_demo)
+
+    from creditgym.replay.cli import add_replay_arguments
+
+    add_replay_arguments(sub)
     return parser
 
 

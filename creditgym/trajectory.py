@@ -6,10 +6,18 @@ anchors (state key before the turn's action, for GiGPO) and valid flags. ``token
 ``loss_mask()`` rebuild the flat sequence the policy was trained on: prompt (mask 0), then per turn
 action ids (mask 1) and observation ids (mask 0). ``to_dict``/``from_dict`` give the JSON form,
 versioned as ``"schema": "creditgym.trajectory/1"``.
+
+A record also holds what ``creditgym replay`` needs to re-step the episode and show it: the
+environment id and keyword arguments (``gymnasium.make(env_id, **env_kwargs)``), the reset seed,
+the chat messages the prompt was rendered from, and per turn the decoded action text, the
+observation text, ``info["metrics"]``, the tool calls and the generation's finish reason. Those
+per-turn lists are either empty (not recorded) or have one entry per turn; ``from_dict`` accepts
+records written before they existed.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -20,6 +28,10 @@ from creditgym.errors import CreditGymError
 SCHEMA = "creditgym.trajectory/1"
 
 _PER_TURN = ("action_ids", "action_logprobs", "observation_ids", "rewards", "anchors", "valid")
+"""Per-turn lists that must have exactly one entry per turn."""
+_PER_TURN_OPTIONAL = ("actions", "observations", "turn_metrics", "tool_calls", "finish_reasons")
+"""Per-turn lists that are either empty (not recorded) or have one entry per turn."""
+_REQUIRED = ("id", "group", "task", "prompt_ids")
 
 
 class TrajectoryFormatError(CreditGymError, ValueError):
@@ -54,14 +66,47 @@ class Trajectory:
     """Outcome metrics of the episode (``em``, ``f1``, ``success``, ...)."""
     advantages: list[float] | None = None
     """Optional per-token advantages aligned with ``tokens()`` (set by a credit estimator)."""
+    env_id: str = ""
+    """Gymnasium id of the environment (``creditgym/Search-v0``); empty: not recorded."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """JSON-ready keyword arguments that rebuild the environment with
+    ``gymnasium.make(env_id, **env_kwargs)``."""
+    seed: int | None = None
+    """Seed passed to ``env.reset(seed=..., options={"task": task})``."""
+    prompt_messages: list[dict[str, Any]] = field(default_factory=list)
+    """The chat messages (system + user) the prompt ids were rendered from."""
+    actions: list[str] = field(default_factory=list)
+    """Per turn: the decoded action text passed to ``env.step`` (empty list: not recorded)."""
+    observations: list[str] = field(default_factory=list)
+    """Per turn: the observation text ``env.step`` returned (empty list: not recorded)."""
+    turn_metrics: list[dict[str, Any]] = field(default_factory=list)
+    """Per turn: ``info["metrics"]`` of the step (reward components, outcome on the last)."""
+    tool_calls: list[list[dict[str, Any]]] = field(default_factory=list)
+    """Per turn: ``info["tool_calls"]`` of the step (name, arguments, ok, error per call)."""
+    finish_reasons: list[str] = field(default_factory=list)
+    """Per turn: why generation stopped (``stop``, ``length`` or ``error``)."""
+    terminated: bool = False
+    """The environment ended the episode (an answer was given)."""
+    truncated: bool = False
+    """The episode was cut: turn limit, or the context budget (which is not an error)."""
+    error: str | None = None
+    """What made the rollout fail (environment raised, backend error); None when it did not."""
+    created: float = field(default_factory=time.time)
+    """Unix time the record was made."""
 
     def __post_init__(self) -> None:
         n = len(self.action_ids)
         bad = {k: len(getattr(self, k)) for k in _PER_TURN if len(getattr(self, k)) != n}
+        bad.update(
+            (k, len(getattr(self, k)))
+            for k in _PER_TURN_OPTIONAL
+            if len(getattr(self, k)) not in (0, n)
+        )
         if bad:
             raise TrajectoryFormatError(
                 f"trajectory {self.id!r}: per-turn lists must have one entry per turn "
-                f"(action_ids has {n}); got " + ", ".join(f"{k}={v}" for k, v in bad.items())
+                f"(action_ids has {n}; {', '.join(_PER_TURN_OPTIONAL)} may also be empty); got "
+                + ", ".join(f"{k}={v}" for k, v in bad.items())
             )
         for t, (a, lp) in enumerate(zip(self.action_ids, self.action_logprobs)):
             if len(a) != len(lp):
@@ -72,6 +117,15 @@ class Trajectory:
     @property
     def n_turns(self) -> int:
         return len(self.action_ids)
+
+    @property
+    def success(self) -> bool | None:
+        """Whether the episode succeeded: ``metrics["success"]``, else ``em``/``correct`` >= 0.5;
+        None when the metrics say neither."""
+        for key in ("success", "em", "correct"):
+            if key in self.metrics and self.metrics[key] is not None:
+                return float(self.metrics[key]) >= 0.5
+        return None
 
     @property
     def episode_return(self) -> float:
@@ -115,7 +169,8 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trajectory:
-        """Inverse of :meth:`to_dict`; rejects other schemas and unknown keys."""
+        """Inverse of :meth:`to_dict`; rejects other schemas and unknown keys. Optional fields
+        missing from the record take their defaults (``created``: 0.0, unknown)."""
         if d.get("schema") != SCHEMA:
             raise TrajectoryFormatError(
                 f"trajectory record has schema {d.get('schema')!r}; this version reads {SCHEMA!r}"
@@ -124,11 +179,17 @@ class Trajectory:
         unknown = sorted(set(d) - names - {"schema"})
         if unknown:
             raise TrajectoryFormatError(f"trajectory record has unknown key(s) {unknown}")
-        missing = sorted({"id", "group", "task", "prompt_ids"} - set(d))
+        missing = sorted(set(_REQUIRED) - set(d))
         if missing:
             raise TrajectoryFormatError(f"trajectory record lacks {missing}")
         kwargs = {k: v for k, v in d.items() if k != "schema"}
-        return cls(**kwargs)
+        kwargs.setdefault("created", 0.0)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # e.g. a null where a list belongs
+            raise TrajectoryFormatError(
+                f"trajectory record {d.get('id')!r} is malformed: {exc}"
+            ) from exc
 
 
 def _jsonable(v: Any) -> Any:

@@ -39,3 +39,28 @@ def test_zero_turn_trajectory_is_representable():
     t = Trajectory(id="z", group="g", task={}, prompt_ids=[1, 2])
     assert t.tokens().tolist() == [1, 2] and t.loss_mask().tolist() == [0, 0]
     assert isinstance(t.tokens(), np.ndarray)
+
+
+def test_replay_fields_are_empty_or_one_per_turn():
+    t = make_traj("a", "g", [0.0, 1.0])
+    assert t.actions == [] and t.env_id == "" and t.error is None and t.created > 0
+    full = make_traj("b", "g", [0.0, 1.0])
+    full.actions, full.observations = ["<search>x</search>", "<answer>y</answer>"], ["obs", ""]
+    back = Trajectory.from_dict(json.loads(json.dumps(full.to_dict())))
+    assert back == full and back.actions[1] == "<answer>y</answer>"
+    d = full.to_dict()
+    with pytest.raises(TrajectoryFormatError, match="observations=1"):
+        Trajectory.from_dict({**d, "observations": ["only one"]})
+    with pytest.raises(TrajectoryFormatError, match="malformed"):
+        Trajectory.from_dict({**d, "finish_reasons": None})
+
+
+def test_records_without_replay_fields_load_with_defaults():
+    d = make_traj("a", "g", [1.0], metrics={"em": 1.0}).to_dict()
+    for key in ("env_id", "env_kwargs", "seed", "prompt_messages", "actions", "observations",
+                "turn_metrics", "tool_calls", "finish_reasons", "terminated", "truncated", "error",
+                "created"):
+        del d[key]
+    t = Trajectory.from_dict(d)
+    assert t.created == 0.0 and t.env_kwargs == {} and t.terminated is False
+    assert t.success is True and make_traj("b", "g", [0.0]).success is None
