@@ -1,0 +1,230 @@
+"""The in-process vLLM policy backend: fast batched generation on NVIDIA GPUs, with weight updates.
+
+``VLLMBackend(model, **engine_kwargs)`` builds a ``vllm.LLM`` (vLLM >= 0.32; ``pip install
+'creditgym[vllm]'``) and implements ``PolicyBackend`` and ``TrainablePolicyBackend`` on it:
+
+- ``generate``: token prompts (``{"prompt_token_ids": [...]}``, vLLM's ``TokensPrompt``) with
+  ``vllm.SamplingParams(n=1, logprobs=0, max_tokens, temperature, top_p, top_k, stop,
+  stop_token_ids, seed, include_stop_str_in_output=True, skip_special_tokens=False)``; the ids
+  are ``outputs[0].token_ids`` as sampled and the log-probs are the sampled tokens' entries of
+  ``outputs[0].logprobs`` (``logprobs=0`` returns just the sampled token). vLLM stops at the
+  model's end-of-sequence ids by itself.
+- Log-prob definition: unless ``logprobs_mode`` is passed, the engine is built with
+  ``logprobs_mode="processed_logprobs"``: ``log_softmax(logits / T)`` of the sampled token, which
+  is :class:`~creditgym.agents.hf_backend.TransformersBackend`'s definition when top-k/top-p
+  are off (vLLM's processed log-probs are taken after top-k/top-p truncation; its default
+  ``raw_logprobs`` ignores the temperature).
+- ``score``: prompt = prefix + continuation with ``SamplingParams(max_tokens=1,
+  prompt_logprobs=0)``; ``RequestOutput.prompt_logprobs`` is aligned with the prompt (first entry
+  None) and the continuation's positions are read out (temperature 1).
+- ``load_weights(state_dict)``: the engine is built with a worker extension
+  (``worker_extension_cls``, vLLM's documented hook for adding methods that ``LLM.collective_rpc``
+  can call on every worker); its ``creditgym_load_weights`` passes ``list(state_dict.items())``
+  to the vLLM model's own ``load_weights(weights=...)``, which maps Hugging Face parameter names
+  onto vLLM's fused layers (qkv, gate_up). The prefix cache is then reset so no KV block computed
+  with the old weights is reused. Tensors travel to the worker process by value (moved to CPU
+  first): simple and correct for one GPU; for large models use vLLM's weight-transfer engines
+  (``LLM.init_weight_transfer_engine`` / ``update_weights``, NCCL or CUDA IPC) instead.
+
+vllm is imported inside ``__init__``, so importing this module never needs it. Without vllm, or
+without a CUDA GPU, ``VLLMBackend(...)`` raises :class:`BackendError` saying what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from creditgym.agents.backend import Completion, SamplingParams
+from creditgym.agents.openai_backend import BackendError
+
+WORKER_EXTENSION = "creditgym.agents.vllm_backend.WeightLoadingExtension"
+"""Qualified name of the worker extension that ``load_weights`` relies on."""
+
+
+class WeightLoadingExtension:
+    """Mixed into every vLLM worker (``worker_extension_cls``): lets the trainer push weights."""
+
+    def creditgym_load_weights(self, weights: list[tuple[str, Any]]) -> int:
+        """Load ``(name, tensor)`` pairs into this worker's model; returns how many were given."""
+        get_model = getattr(self, "get_model", None)  # vLLM's Worker; older ones lack it
+        model = get_model() if callable(get_model) else self.model_runner.model  # type: ignore
+        model.load_weights(weights=weights)
+        return len(weights)
+
+
+class VLLMBackend:
+    """vLLM in this process behind ``PolicyBackend``; see the module docstring."""
+
+    def __init__(self, model: str, **engine_kwargs: Any) -> None:
+        """``model``: a Hugging Face folder or hub id. ``engine_kwargs`` go to ``vllm.LLM``
+        (``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ``enforce_eager``, ...)."""
+        try:
+            import vllm
+        except ImportError as exc:
+            raise BackendError(
+                f"VLLMBackend needs vLLM, which is not installed ({exc}). Install it with "
+                "pip install 'creditgym[vllm]' on a machine with an NVIDIA GPU, or use "
+                "TransformersBackend (CPU or GPU) or OpenAICompatibleBackend against a running "
+                "`vllm serve`."
+            ) from exc
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendError(
+                "VLLMBackend needs a CUDA GPU and torch sees none (torch.cuda.is_available() is "
+                "False). Run it on a machine with an NVIDIA GPU, or use TransformersBackend."
+            )
+        self._vllm = vllm
+        engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
+        engine_kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
+        try:
+            self.llm = vllm.LLM(model=str(model), **engine_kwargs)
+        except Exception as exc:
+            raise BackendError(
+                f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+        self.tokenizer = self.llm.get_tokenizer()
+        engine = self.llm.llm_engine
+        model_config = getattr(engine, "model_config", None) or engine.vllm_config.model_config
+        self.max_context = int(model_config.max_model_len)
+        self.weights_version = 0
+        """Incremented by every ``load_weights``."""
+        self._closed = False
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """The tokenizer's end-of-sequence id(s) (vLLM stops there by itself)."""
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return () if eos is None else (int(eos),)
+
+    # -- PolicyBackend ----------------------------------------------------------------------
+
+    def _sampling(self, sampling: SamplingParams, **overrides: Any):
+        fields = dict(
+            n=1,
+            logprobs=0,
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            stop=list(sampling.stop),
+            stop_token_ids=list(sampling.stop_token_ids),
+            seed=sampling.seed,
+            include_stop_str_in_output=True,
+            skip_special_tokens=False,
+        )
+        fields.update(overrides)
+        return self._vllm.SamplingParams(**fields)
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
+    ) -> list[Completion]:
+        """One completion per prompt, in order."""
+        self._check_open()
+        if not prompts:
+            return []
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": [int(t) for t in p]} for p in prompts],
+            self._sampling(sampling),
+            use_tqdm=False,
+        )
+        completions = []
+        for out in outputs:
+            sample = out.outputs[0]
+            ids = [int(t) for t in sample.token_ids]
+            if sample.logprobs is None or len(sample.logprobs) != len(ids):
+                raise BackendError("vLLM returned no log-prob for some generated tokens")
+            logprobs = [float(step[t].logprob) for t, step in zip(ids, sample.logprobs)]
+            reason = sample.finish_reason if sample.finish_reason in ("stop", "length") else "error"
+            completions.append(
+                Completion(
+                    token_ids=ids,
+                    logprobs=logprobs,
+                    finish_reason=reason,
+                    text=sample.text,
+                    error=None
+                    if reason != "error"
+                    else f"vLLM finish_reason={sample.finish_reason!r}",
+                    extra={
+                        "weights_version": self.weights_version,
+                        "stop_reason": sample.stop_reason,
+                    },
+                )
+            )
+        return completions
+
+    def score(
+        self, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]
+    ) -> list[list[float]]:
+        """Teacher-forced log-probs of each continuation given its prefix (temperature 1)."""
+        self._check_open()
+        if len(prefixes) != len(continuations):
+            raise ValueError(
+                f"score() got {len(prefixes)} prefixes but {len(continuations)} continuations"
+            )
+        rows = [(list(map(int, p)), list(map(int, c))) for p, c in zip(prefixes, continuations)]
+        for i, (p, c) in enumerate(rows):
+            if c and not p:
+                raise ValueError(f"prefix {i} is empty: the first token has no log-prob")
+        todo = [i for i, (_, c) in enumerate(rows) if c]
+        results: list[list[float]] = [[] for _ in rows]
+        if not todo:
+            return results
+        params = self._vllm.SamplingParams(n=1, max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        outputs = self.llm.generate(
+            [{"prompt_token_ids": rows[i][0] + rows[i][1]} for i in todo], params, use_tqdm=False
+        )
+        for i, out in zip(todo, outputs):
+            prefix, cont = rows[i]
+            prompt = prefix + cont
+            entries = out.prompt_logprobs
+            results[i] = [
+                float(entries[pos][prompt[pos]].logprob) for pos in range(len(prefix), len(prompt))
+            ]
+        return results
+
+    def load_weights(self, state_dict: dict[str, Any]) -> None:
+        """Replace the policy weights (Hugging Face names: a trainer model's ``state_dict``)."""
+        self._check_open()
+        weights = [(name, t.detach().to("cpu").contiguous()) for name, t in state_dict.items()]
+        try:
+            self.llm.collective_rpc("creditgym_load_weights", args=(weights,))
+        except Exception as exc:
+            raise BackendError(
+                f"vLLM could not load the new weights: {type(exc).__name__}: {exc}. The engine "
+                f"needs worker_extension_cls={WORKER_EXTENSION!r} (the default; a custom one must "
+                "subclass WeightLoadingExtension) and Hugging Face parameter names."
+            ) from exc
+        self.llm.reset_prefix_cache()
+        self.weights_version += 1
+
+    def close(self) -> None:
+        """Shut the engine down and free the GPU memory it held."""
+        if self._closed:
+            return
+        self._closed = True
+        llm = self.__dict__.pop("llm", None)
+        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def __enter__(self) -> VLLMBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("VLLMBackend is closed; build a new one to keep generating")
+
+
+__all__ = ["VLLMBackend", "WeightLoadingExtension", "WORKER_EXTENSION"]
