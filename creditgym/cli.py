@@ -73,6 +73,61 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_assignments(items: list[str] | None, *, flag: str) -> dict:
+    """``key=value`` pairs (dotted keys nest; values are JSON when they parse, else strings)."""
+    import json
+
+    from creditgym.errors import ConfigError
+
+    out: dict = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected key=value, e.g. {flag} top_k=5")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from creditgym.agents.backend import SamplingParams
+    from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig
+    from creditgym.evaluate import run_eval
+
+    if not args.model and not args.url:
+        from creditgym.errors import ConfigError
+
+        raise ConfigError("give --model PATH (a local model folder) or --url of a policy server")
+    out = args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              stop=SEARCH_R1_STOPS, seed=args.seed)
+    config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context)
+    summary = run_eval(env_id=args.env, env_kwargs=parse_assignments(args.env_arg, flag="--env-arg"),
+                       model=args.model, url=args.url, episodes=args.episodes, group=args.group,
+                       out=out, rollout_config=config, seed=args.seed)
+    table = Table(title=f"eval: {args.env}, {int(summary['trajectories'])} trajectories")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.3f}")
+    Console().print(table)
+    print(f"trajectories: {out}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from creditgym.quickstart import run_quickstart
 
@@ -109,6 +164,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", type=int, default=8, help="test questions to answer")
     _add_world_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="roll out a policy on an environment; write trajectories and metrics")
+    p.add_argument("--env", default="creditgym/Search-v0", help="gymnasium id (default creditgym/Search-v0)")
+    p.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
+                   help="environment option, repeatable (e.g. --env-arg split=test --env-arg top_k=3)")
+    p.add_argument("--model", help="local model folder (transformers backend), or the model name for --url")
+    p.add_argument("--url", help="OpenAI-compatible server (vllm serve, creditgym serve-policy)")
+    p.add_argument("--episodes", type=int, default=32, help="tasks to roll out (the environment's first N)")
+    p.add_argument("--group", type=int, default=1, help="trajectories per task")
+    p.add_argument("--out", help="trajectory file (default runs/eval-<time>.jsonl)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-context", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_eval)
+
+    from creditgym.agents.policy_server import add_serve_policy_arguments, run_serve_policy
+
+    p = sub.add_parser("serve-policy", help="serve a transformers model with the OpenAI/vLLM completions API")
+    add_serve_policy_arguments(p)
+    p.set_defaults(func=run_serve_policy)
 
     from creditgym.replay.cli import add_replay_arguments
 

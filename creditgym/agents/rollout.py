@@ -1,0 +1,225 @@
+"""Multi-turn token-in/token-out rollouts: environments + a policy backend -> Trajectory records.
+
+For each task, ``group_size`` environments are reset with the same seed and the task pinned.
+Every trajectory is a coroutine: render the prompt once, then alternately generate (through a
+``GenerationBatcher``, so concurrent trajectories share backend calls) and step the environment
+(``astep`` when it has one, else ``step`` in a thread), appending generated ids as generated and
+each observation as its chat-template delta ids. Loss mask: 1 on generated ids only.
+
+An episode ends when the environment terminates or truncates, or when the next turn would not fit
+``max_context_tokens`` (recorded as ``truncated``, never a crash). An environment that raises or a
+backend error marks that trajectory ``error`` (with the turns so far) and the batch continues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Sequence
+
+import gymnasium
+
+from creditgym.agents.backend import PolicyBackend, SamplingParams
+from creditgym.agents.chat import ChatRenderer
+from creditgym.agents.generation_batcher import GenerationBatcher
+from creditgym.envs.task import Task
+from creditgym.trajectory import Trajectory
+
+SEARCH_R1_STOPS = ("</search>", "</answer>")
+"""Stop strings of Search-R1-style actions: generation ends at the first closing call tag."""
+
+
+@dataclass
+class RolloutConfig:
+    """How trajectories are generated."""
+
+    group_size: int = 8
+    """Trajectories per task, all reset with the same seed (a credit-assignment group)."""
+    sampling: SamplingParams = field(
+        default_factory=lambda: SamplingParams(max_new_tokens=128, stop=SEARCH_R1_STOPS)
+    )
+    """Sampling settings of every generation call (stop strings, temperature, ...)."""
+    max_context_tokens: int = 4096
+    """Prompt + all turns may not exceed this; the episode is truncated when the next turn would."""
+    observation_mode: Literal["message", "inline"] = "message"
+    """``message``: each observation is a chat message (its template delta); ``inline``: the
+    observation text is appended to the assistant turn, as Search-R1 does."""
+    observation_role: str = "user"
+    """Chat role of observation messages (``tool`` for templates with a tool role)."""
+    system_prompt: bool = True
+    """Send the environment's ``info["system_prompt"]`` as a system message."""
+    tools_in_template: bool = False
+    """Pass the environment's tool schemas to the chat template (``tools=``)."""
+    max_concurrency: int = 256
+    """Trajectories in flight at once (and environments kept open)."""
+    max_generation_batch: int = 64
+    """Most prompts per backend call."""
+    check_prefix: bool = False
+    """Debug: after each turn compare the running ids with a fresh render; record mismatches."""
+
+
+class EnvPool:
+    """Environments built on demand and reused across episodes (building one can be costly)."""
+
+    def __init__(self, make_env: Callable[[], gymnasium.Env]) -> None:
+        self.make_env = make_env
+        self._idle: list[gymnasium.Env] = []
+        self.envs: list[gymnasium.Env] = []
+
+    def acquire(self) -> gymnasium.Env:
+        if self._idle:
+            return self._idle.pop()
+        env = self.make_env()
+        self.envs.append(env)
+        return env
+
+    def release(self, env: gymnasium.Env) -> None:
+        self._idle.append(env)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+async def _step(env: gymnasium.Env, action: str):
+    inner = env.unwrapped
+    if hasattr(inner, "astep"):
+        return await inner.astep(action)
+    return await asyncio.to_thread(env.step, action)
+
+
+async def rollout_one(
+    env: gymnasium.Env, task: Task, *, seed: int | None, group: str, traj_id: str,
+    batcher: GenerationBatcher, renderer: ChatRenderer, config: RolloutConfig,
+    env_id: str = "", env_kwargs: dict | None = None,
+) -> Trajectory:
+    """Roll out one episode of ``task`` (see the module docstring)."""
+    traj = Trajectory(id=traj_id, group=group, task=task.to_dict(), prompt_ids=[], env_id=env_id,
+                      env_kwargs=dict(env_kwargs or {}), seed=seed, created=time.time())
+    try:
+        obs, info = await asyncio.to_thread(env.reset, seed=seed, options={"task": task})
+        messages: list[dict] = []
+        if config.system_prompt and info.get("system_prompt"):
+            messages.append({"role": "system", "content": info["system_prompt"]})
+        messages.append({"role": "user", "content": obs})
+        tools = info.get("tools") if config.tools_in_template else None
+        traj.prompt_messages = [dict(m) for m in messages]
+        traj.prompt_ids = renderer.prompt_ids(messages, tools=tools)
+        length, anchor = len(traj.prompt_ids), info.get("anchor", obs)
+        mismatches: list[int] = []
+        while True:
+            budget = config.max_context_tokens - length
+            if budget <= 0:
+                traj.truncated = True
+                break
+            sampling = dataclasses.replace(
+                config.sampling, max_new_tokens=min(config.sampling.max_new_tokens, budget)
+            )
+            completion = await batcher.generate(traj.tokens().tolist(), sampling)
+            if completion.finish_reason == "error":
+                raise RuntimeError(f"backend error: {completion.error}")
+            action = renderer.assistant_text(completion.token_ids)
+            obs, reward, terminated, truncated, info = await _step(env, action)
+            length += len(completion.token_ids)
+            ended = terminated or truncated
+            obs_ids = [] if ended else renderer.observation_ids(obs, completion.token_ids)
+            if not ended and length + len(obs_ids) >= config.max_context_tokens:
+                obs_ids, truncated, ended = [], True, True  # no room for the observation
+            length += len(obs_ids)
+            _append_turn(traj, completion, action, obs, obs_ids, reward, anchor, info)
+            anchor = info.get("anchor", obs)
+            if ended:
+                traj.terminated, traj.truncated = bool(terminated), bool(truncated)
+                break
+            messages += [{"role": "assistant", "content": action},
+                         {"role": config.observation_role, "content": obs}]
+            if config.check_prefix:
+                mismatch = renderer.first_mismatch(traj.tokens().tolist(), messages, tools=tools)
+                if mismatch is not None:
+                    mismatches.append(mismatch.position)
+        traj.metrics = dict(traj.turn_metrics[-1]) if traj.turn_metrics else {}
+        if mismatches:
+            traj.metrics["rollout/prefix_mismatch_at"] = mismatches
+    except Exception as exc:  # contained: this trajectory is errored, the batch goes on
+        traj.error = f"{type(exc).__name__}: {exc}"
+    return traj
+
+
+def _append_turn(traj: Trajectory, completion, action: str, obs: str, obs_ids: list[int],
+                 reward: float, anchor: Any, info: dict) -> None:
+    traj.action_ids.append(list(completion.token_ids))
+    traj.action_logprobs.append([float(x) for x in completion.logprobs])
+    traj.observation_ids.append(list(obs_ids))
+    traj.rewards.append(float(reward))
+    traj.anchors.append(anchor)
+    traj.valid.append(bool(info.get("valid", True)))
+    traj.actions.append(action)
+    traj.observations.append(obs)
+    traj.turn_metrics.append(dict(info.get("metrics", {})))
+    traj.tool_calls.append(list(info.get("tool_calls", [])))
+    traj.finish_reasons.append(completion.finish_reason)
+
+
+async def arollout(
+    make_env: Callable[[], gymnasium.Env], tasks: Sequence[Task], backend: PolicyBackend,
+    renderer: ChatRenderer, config: RolloutConfig, *, seed: int = 0, group_prefix: str = "",
+    env_id: str = "", env_kwargs: dict | None = None,
+    on_trajectory: Callable[[Trajectory], None] | None = None, progress: bool = False,
+) -> list[Trajectory]:
+    """Roll out ``group_size`` trajectories of every task; results in task-then-member order."""
+    batcher = GenerationBatcher(backend, max_batch=config.max_generation_batch)
+    pool = EnvPool(make_env)
+    slots = asyncio.Semaphore(config.max_concurrency)
+    bar = _progress(len(tasks) * config.group_size, progress)
+
+    async def one(task_index: int, member: int) -> Trajectory:
+        task = tasks[task_index]
+        group = f"{group_prefix}{task.id}"
+        async with slots:
+            env = pool.acquire()
+            try:
+                traj = await rollout_one(
+                    env, task, seed=seed + task_index, group=group, traj_id=f"{group}/{member}",
+                    batcher=batcher, renderer=renderer, config=config, env_id=env_id,
+                    env_kwargs=env_kwargs,
+                )
+            finally:
+                pool.release(env)
+        if on_trajectory is not None:
+            on_trajectory(traj)
+        if bar is not None:
+            bar.update(1)
+        return traj
+
+    try:
+        return list(await asyncio.gather(
+            *(one(i, m) for i in range(len(tasks)) for m in range(config.group_size))
+        ))
+    finally:
+        if bar is not None:
+            bar.close()
+        pool.close()
+
+
+def rollout(*args: Any, **kwargs: Any) -> list[Trajectory]:
+    """Synchronous ``arollout`` (runs its own event loop, in a thread if one is running)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arollout(*args, **kwargs))
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(arollout(*args, **kwargs))))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="traj", desc="rollout")

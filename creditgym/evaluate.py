@@ -1,0 +1,96 @@
+"""``creditgym eval``: roll out a policy on an environment, write trajectories and a summary.
+
+Trajectories go to a JSONL file as they finish (``replay verify`` re-steps them), the run's
+metadata to ``FILE.meta.json`` and the summary (success, EM, F1, turns, searches, tokens) to
+``FILE.summary.json`` and the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from creditgym.trajectory import Trajectory
+
+
+def summarize(trajs: Sequence[Trajectory]) -> dict[str, float]:
+    """Mean outcome metrics of finished trajectories (errored ones are counted, not averaged)."""
+    ok = [t for t in trajs if t.error is None]
+
+    def mean(values) -> float:
+        values = list(values)
+        return float(np.mean(values)) if values else 0.0
+
+    return {
+        "trajectories": float(len(trajs)),
+        "errored": float(len(trajs) - len(ok)),
+        "success": mean(float(t.success or 0.0) for t in ok),
+        "em": mean(t.metrics.get("em", 0.0) for t in ok),
+        "f1": mean(t.metrics.get("f1", 0.0) for t in ok),
+        "reward": mean(t.episode_return for t in ok),
+        "turns": mean(t.n_turns for t in ok),
+        "searches": mean(t.metrics.get("calls/search", 0.0) for t in ok),
+        "invalid_actions": mean(t.metrics.get("invalid_actions", 0.0) for t in ok),
+        "generated_tokens": mean(sum(map(len, t.action_ids)) for t in ok),
+        "truncated": mean(float(t.truncated) for t in ok),
+    }
+
+
+def open_backend(model: str | None, url: str | None, *, seed: int | None = None):
+    """A transformers backend for a local model folder, or an HTTP one for a server URL."""
+    if url:
+        from creditgym.agents.openai_backend import OpenAICompatibleBackend
+
+        return OpenAICompatibleBackend(url, model, on_error="completion")
+    from creditgym.agents.hf_backend import TransformersBackend
+
+    return TransformersBackend(model, seed=seed)
+
+
+def run_eval(
+    *, env_id: str, env_kwargs: dict[str, Any], model: str | None, url: str | None = None,
+    episodes: int = 32, group: int = 1, out: str | Path, rollout_config=None, seed: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    from creditgym.agents.chat import ChatRenderer
+    from creditgym.agents.rollout import RolloutConfig, rollout
+    from creditgym.envs.factory import env_factory
+    from creditgym.replay import TrajectoryWriter, run_metadata
+
+    import dataclasses
+
+    config = dataclasses.replace(rollout_config or RolloutConfig(), group_size=group)
+    make_env = env_factory(env_id, env_kwargs)
+    probe = make_env()
+    tasks = list(probe.unwrapped.tasks)[:episodes]
+    backend = open_backend(model, url, seed=seed)
+    renderer = ChatRenderer(backend.tokenizer, observation_mode=config.observation_mode,
+                            observation_role=config.observation_role)
+    first = [probe]
+
+    def reuse_then_make():
+        return first.pop() if first else make_env()
+
+    meta = run_metadata(model=model, url=url, env_id=env_id, env_kwargs=env_kwargs, seed=seed,
+                        episodes=len(tasks), group=group, rollout=_jsonable(asdict(config)))
+    start = time.perf_counter()
+    try:
+        with TrajectoryWriter(out, meta) as writer:
+            trajs = rollout(reuse_then_make, tasks, backend, renderer, config, seed=seed,
+                            env_id=env_id, env_kwargs=env_kwargs, on_trajectory=writer.write,
+                            progress=progress)
+    finally:
+        backend.close()
+    summary = summarize(trajs)
+    summary["seconds"] = time.perf_counter() - start
+    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))

@@ -1,0 +1,109 @@
+"""Multi-turn rollouts of the tiny model on SearchEnv through the transformers backend."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+
+from creditgym.agents.backend import SamplingParams
+from creditgym.agents.chat import ChatRenderer
+from creditgym.agents.hf_backend import TransformersBackend
+from creditgym.agents.rollout import RolloutConfig, rollout
+from creditgym.envs.search_env import SearchEnv
+from creditgym.replay import TrajectoryWriter, read_trajectories
+from creditgym.replay.verify import verify_trajectories
+
+ENV_KWARGS = {"split": "test", "world_backend": "bm25s", "max_turns": 3}
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model_dir):
+    b = TransformersBackend(tiny_model_dir, seed=0)
+    yield b
+    b.close()
+
+
+@pytest.fixture(scope="module")
+def shared_env_factory():
+    first = SearchEnv(**ENV_KWARGS)
+    yield lambda: SearchEnv(**ENV_KWARGS, retriever=first.retriever, tasks=first.tasks)
+    first.close()
+
+
+def config(**kw):
+    sampling = SamplingParams(max_new_tokens=24, temperature=1.0, stop=("</search>", "</answer>"), seed=1)
+    return RolloutConfig(**{"group_size": 3, "sampling": sampling, "check_prefix": True, **kw})
+
+
+def test_rollout_records_exact_tokens_mask_and_logprobs(backend, shared_env_factory, tmp_path):
+    env = shared_env_factory()
+    tasks = env.tasks[:2]
+    renderer = ChatRenderer(backend.tokenizer)
+    path = tmp_path / "roll.jsonl"
+    with TrajectoryWriter(path, {"model": "tiny"}) as writer:
+        trajs = rollout(shared_env_factory, tasks, backend, renderer, config(),
+                        env_id="creditgym/Search-v0", env_kwargs=ENV_KWARGS, on_trajectory=writer.write)
+    assert len(trajs) == 6 and all(t.error is None for t in trajs)
+    assert [t.group for t in trajs] == [tasks[0].id] * 3 + [tasks[1].id] * 3
+    for t in trajs:
+        assert 1 <= t.n_turns <= 3 and (t.terminated or t.truncated)
+        tokens, mask = t.tokens(), t.loss_mask()
+        assert int(mask.sum()) == sum(map(len, t.action_ids)) and len(tokens) == len(mask)
+        assert t.anchors[0] == " ".join(tasks[0 if t.group == tasks[0].id else 1].question.split())
+        # A fresh render re-tokenises the generated text, which a random model need not have
+        # produced in canonical BPE form: mismatches may start in an action, never elsewhere.
+        for p in t.metrics.get("rollout/prefix_mismatch_at", []):
+            assert mask[p] == 1 or mask[p - 1] == 1
+        # token-in/token-out: the recorded log-probs are the policy's log-probs of those very ids
+        for turn in range(t.n_turns):
+            start = len(t.prompt_ids) + sum(len(a) + len(o) for a, o in
+                                             zip(t.action_ids[:turn], t.observation_ids[:turn]))
+            scored = backend.score([tokens[:start].tolist()], [t.action_ids[turn]])[0]
+            np.testing.assert_allclose(scored, t.action_logprobs[turn], atol=1e-4)
+    # the file written during the rollout re-steps identically through the environment
+    again = read_trajectories(path)
+    assert [t.id for t in again] == [t.id for t in trajs]
+    assert [d for d in verify_trajectories(again) if d.kind == "diverged"] == []
+
+
+def test_context_budget_truncates_instead_of_crashing(backend, shared_env_factory):
+    env = shared_env_factory()
+    trajs = rollout(shared_env_factory, env.tasks[:1], backend, ChatRenderer(backend.tokenizer),
+                    config(group_size=2, max_context_tokens=len(backend.tokenizer.apply_chat_template(
+                        [{"role": "user", "content": env.tasks[0].question}], tokenize=True)) + 40))
+    assert all(t.error is None and t.truncated for t in trajs)
+    assert all(len(t.tokens()) <= 40 + 200 for t in trajs)
+
+
+class ExplodingEnv(SearchEnv):
+    def step(self, action):
+        raise RuntimeError("tool backend on fire")
+
+    async def astep(self, action):
+        raise RuntimeError("tool backend on fire")
+
+
+def test_a_failing_environment_marks_only_its_trajectory(backend, shared_env_factory):
+    env = shared_env_factory()
+    calls = {"n": 0}
+
+    def make_env():
+        calls["n"] += 1
+        cls = ExplodingEnv if calls["n"] == 1 else SearchEnv
+        return cls(**ENV_KWARGS, retriever=env.retriever, tasks=env.tasks)
+
+    trajs = rollout(make_env, env.tasks[:1], backend, ChatRenderer(backend.tokenizer),
+                    config(group_size=3, max_concurrency=3))
+    errored = [t for t in trajs if t.error]
+    assert len(errored) == 1 and "tool backend on fire" in errored[0].error
+    assert all(t.n_turns >= 1 for t in trajs if not t.error)
+
+
+def test_many_concurrent_trajectories_share_generation_batches(backend, shared_env_factory):
+    env = shared_env_factory()
+    cfg = config(group_size=8, max_generation_batch=64,
+                 sampling=SamplingParams(max_new_tokens=8, stop=("</search>", "</answer>"), seed=3))
+    trajs = rollout(shared_env_factory, env.tasks[:8], backend, ChatRenderer(backend.tokenizer), cfg)
+    assert len(trajs) == 64 and all(t.error is None for t in trajs)
+    assert len({t.id for t in trajs}) == 64
