@@ -128,6 +128,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from creditgym.config import from_dict
+    from creditgym.trainers.config import TrainConfig
+    from creditgym.trainers.loop import Trainer
+
+    data: dict = {}
+    if args.config:
+        import yaml
+
+        from creditgym.errors import ConfigError
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+    _deep_update(data, parse_assignments(args.set, flag="--set"))
+    config = from_dict(TrainConfig, data, where=args.config or "train")
+    result = Trainer(config, resume=args.resume).run()
+    table = Table(title=f"held-out evaluation ({config.eval.episodes} test questions)")
+    for col in ("", "success", "EM", "F1", "searches / question", "turns"):
+        table.add_column(col, justify="right")
+    for name in ("before", "after"):
+        m = result[name]
+        table.add_row(name + (" RL (after SFT)" if name == "before" else " RL"), f"{m['success']:.3f}",
+                      f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['searches']:.2f}", f"{m['turns']:.2f}")
+    Console().print(table)
+    print(f"learning curves: {result['plot']}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from creditgym.trainers.plot import plot_run
+
+    print(plot_run(args.run_dir))
+    return 0
+
+
+def _deep_update(base: dict, updates: dict) -> None:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from creditgym.quickstart import run_quickstart
 
@@ -179,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-context", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train a search agent (SFT warm start, then RL with a credit estimator)")
+    p.add_argument("--config", help="YAML config (configs/default.yaml is the built-in default)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, repeatable (e.g. --set rl.iterations=5 --set credit=grpo)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plot", help="draw a training run's learning curves (PNG)")
+    p.add_argument("run_dir", help="a `creditgym train` run folder")
+    p.set_defaults(func=cmd_plot)
 
     from creditgym.agents.policy_server import add_serve_policy_arguments, run_serve_policy
 

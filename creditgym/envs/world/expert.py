@@ -9,17 +9,30 @@ through a given backend and (later) the source of demonstrations for a warm star
 
 from __future__ import annotations
 
+import random
+
 from creditgym.envs.task import Task
 
 UNKNOWN = "unknown"
 
 
-def expert_action(task: Task, turn: int, observation: str, *, syntax: str = "xml") -> str:
-    """The expert's action at ``turn`` (0-based), given the observation it has just seen."""
+def expert_action(
+    task: Task, turn: int, observation: str, *, syntax: str = "xml",
+    early_answer_prob: float = 0.0, rng: random.Random | None = None,
+) -> str:
+    """The expert's action at ``turn`` (0-based), given the observation it has just seen.
+
+    ``early_answer_prob`` makes it imperfect on purpose, for warm-start demonstrations: after each
+    search that is not the last hop, with this probability it answers with the entity it has just
+    found (a bridge entity, so the answer is wrong) instead of searching on. A policy imitating it
+    can call tools but stops too early on multi-hop questions, which is what RL has to fix.
+    """
     chain = task.metadata["chain"]
     if turn > 0 and chain[turn - 1]["answer"] not in observation:
         return _call(syntax, "answer", UNKNOWN)  # retrieval missed the hop's document
     if turn < len(chain):
+        if 0 < turn and early_answer_prob > 0 and (rng or random).random() < early_answer_prob:
+            return _call(syntax, "answer", chain[turn - 1]["answer"])
         return _call(syntax, "search", chain[turn]["query"])
     return _call(syntax, "answer", chain[-1]["answer"])
 

@@ -1,0 +1,116 @@
+"""The typed configuration of ``creditgym train`` (YAML files in configs/ map onto it).
+
+Every section is a dataclass with a docstring per field; ``creditgym.config.from_dict`` rejects
+unknown keys with the valid ones listed, and ``--set section.key=value`` overrides any field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from creditgym.envs.world import WorldConfig
+from creditgym.trainers.optim import OptimConfig
+from creditgym.trainers.policy_step import PolicyUpdateConfig
+
+
+@dataclass
+class ModelConfig:
+    """Which policy to train."""
+
+    path: str | None = None
+    """A local Hugging Face model folder. None: build a tiny model (below) in the run folder."""
+    tiny_layers: int = 2
+    """Layers of the tiny model built when ``path`` is None."""
+    tiny_hidden: int = 128
+    """Hidden size of the tiny model."""
+    tiny_vocab: int = 3000
+    """Vocabulary of the tiny model's locally trained tokenizer."""
+
+
+@dataclass
+class SFTConfig:
+    """The warm start on scripted-expert demonstrations."""
+
+    demonstrations: int = 1000
+    """Expert episodes recorded on the training split."""
+    early_answer_prob: float = 0.5
+    """Imperfection of the expert: after each non-final hop, the chance it answers too early."""
+    steps: int = 150
+    """Optimiser steps (0: no warm start)."""
+    batch_size: int = 32
+    """Demonstrations per step."""
+    lr: float = 3e-3
+    """Peak learning rate (cosine decay after a short warm-up)."""
+
+
+@dataclass
+class RLConfig:
+    """Reinforcement learning on the environment."""
+
+    iterations: int = 20
+    """Rollout-credit-update iterations."""
+    tasks_per_iteration: int = 16
+    """Training tasks per iteration."""
+    group_size: int = 8
+    """Trajectories per task (the credit-assignment group)."""
+    max_new_tokens: int = 24
+    """Most tokens per action."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts (and of the log-probs the loss uses)."""
+    max_context_tokens: int = 2048
+    """Context budget of one trajectory; longer episodes are truncated."""
+    lr: float = 3e-4
+    """Learning rate of the policy updates."""
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation before and after RL (and every ``every`` iterations)."""
+
+    episodes: int = 128
+    """Test-split questions per evaluation."""
+    temperature: float = 1.0
+    """Sampling temperature (1.0 measures the policy as it samples; 0 is greedy)."""
+    every: int = 0
+    """Evaluate every N iterations as well (0: only before and after)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``creditgym train`` needs."""
+
+    run_dir: str = "runs/default"
+    """Where checkpoints, metrics, trajectories and the plot go."""
+    seed: int = 0
+    """Seeds the world's task sampling, demonstrations, rollouts and torch."""
+    threads: int = 1
+    """torch CPU threads (1 is fastest for tiny models on small machines)."""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The built-in world (tasks and corpus)."""
+    env: dict[str, Any] = field(default_factory=lambda: {
+        "world_backend": "lucene", "max_turns": 6, "top_k": 3, "max_passage_chars": 300})
+    """Extra ``SearchEnv`` options (the split is set by the trainer)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """The warm start."""
+    rl: RLConfig = field(default_factory=RLConfig)
+    """Reinforcement learning."""
+    credit: Any = "gigpo"
+    """Credit estimator: a name or ``{name: ..., options}`` (see creditgym.credit.registry)."""
+    policy: PolicyUpdateConfig = field(default_factory=lambda: PolicyUpdateConfig(
+        clip_low=0.2, clip_high=0.28, micro_batch_tokens=16384))
+    """The policy-gradient step (clipping, KL, aggregation, micro-batching)."""
+    prm_lr: float = 1e-4
+    """Learning rate of OPRL's implicit PRM (only with ``credit: oprl``)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation."""
+    checkpoint_every: int = 1
+    """Checkpoint every N RL iterations (and after SFT)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept (the newest are kept)."""
+
+    def optim(self, lr: float, total_steps: int) -> OptimConfig:
+        return OptimConfig(lr=lr, warmup_steps=min(10, total_steps // 10),
+                           total_steps=max(total_steps, 1), schedule="cosine", min_lr_ratio=0.1)

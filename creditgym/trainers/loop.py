@@ -1,0 +1,235 @@
+"""``creditgym train``: SFT warm start, then rollout -> credit -> policy update, with evaluation.
+
+One iteration: sample training tasks, roll out ``group_size`` trajectories each with the current
+policy (the in-process backend shares the trainer's model, so weights are in sync by
+construction), turn outcomes into per-token advantages with the configured credit estimator,
+and take one policy-gradient update. Everything a run produces lives in ``run_dir``:
+``config.yaml``, ``checkpoints/`` (atomic, resumable), ``metrics.jsonl`` (one row per
+iteration), ``rollouts.jsonl`` (every trajectory), ``eval-*.jsonl`` and ``learning_curves.png``.
+
+Resuming (``--resume``) loads the newest checkpoint (model, optimiser, scheduler, RNG states,
+iteration, metrics history) and continues; per-iteration randomness is derived from the seed
+and the iteration number, so a resumed run samples what the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from creditgym.agents.backend import SamplingParams
+from creditgym.agents.chat import ChatRenderer
+from creditgym.agents.hf_backend import TransformersBackend
+from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout
+from creditgym.credit.registry import estimate, make_config
+from creditgym.envs.factory import SEARCH_ENV_ID, env_factory
+from creditgym.evaluate import summarize
+from creditgym.replay import TrajectoryWriter, run_metadata
+from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from creditgym.trainers.config import TrainConfig
+from creditgym.trainers.demos import expert_demonstrations
+from creditgym.trainers.model_setup import credit_inputs, load_policy
+from creditgym.trainers.optim import make_optimizer
+from creditgym.trainers.policy_step import policy_update
+from creditgym.trainers.sft import sft_step
+
+
+class Trainer:
+    """Holds a run's state; ``run()`` executes (or resumes) the whole job."""
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = config
+        self.run_dir = Path(config.run_dir)
+        self.progress = progress
+        self.resume = resume
+        self.log = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.env_kwargs = {**config.env, "world": dataclasses.asdict(config.world)}
+        self.history: list[dict[str, Any]] = []
+        self.evals: dict[str, dict[str, float]] = {}
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(self.cfg), sort_keys=False))
+        self.make_train_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "train"})
+        self.make_test_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "test"})
+        self.train_tasks = list(self.make_train_env().unwrapped.tasks)
+        probe_env = self.make_test_env()
+        self.test_tasks = list(probe_env.unwrapped.tasks)
+        self._test_envs = [probe_env]
+        self.model, self.tokenizer = load_policy(self.cfg, self.run_dir, probe_env, self.log)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.renderer = ChatRenderer(self.tokenizer)
+        self.backend = TransformersBackend(self.model, tokenizer=self.tokenizer, seed=self.cfg.seed)
+        iters = self.cfg.rl.iterations * self.cfg.policy.ppo_epochs * self.cfg.policy.mini_batches
+        self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
+        self.credit = make_config(self.cfg.credit)
+        self.prm = None
+        if type(self.credit).__name__ == "OPRLConfig":
+            self.prm = copy.deepcopy(self.model)
+            self.prm_optimizer, self.prm_scheduler = make_optimizer(
+                self.prm, self.cfg.optim(self.cfg.prm_lr, self.cfg.rl.iterations))
+
+    def _test_env(self):
+        return self._test_envs.pop() if self._test_envs else self.make_test_env()
+
+    # ------------------------------------------------------------------ phases
+
+    def warm_start(self) -> dict[str, float]:
+        sft = self.cfg.sft
+        if sft.steps <= 0:
+            return {}
+        env = self.make_train_env()
+        demos = expert_demonstrations(
+            lambda: env, self.train_tasks, self.renderer, count=sft.demonstrations,
+            early_answer_prob=sft.early_answer_prob, seed=self.cfg.seed, progress=self.progress)
+        optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, sft.steps))
+        rng = random.Random(self.cfg.seed)
+        steps = range(sft.steps)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(steps, desc="SFT warm start", unit="step")
+        metrics: dict[str, float] = {}
+        for _ in steps:
+            batch = rng.sample(demos, min(sft.batch_size, len(demos)))
+            metrics = sft_step(self.model, optimizer, scheduler, batch, pad_id=self.pad_id,
+                               micro_batch_tokens=self.cfg.policy.micro_batch_tokens)
+            if self.progress:
+                steps.set_postfix(loss=f"{metrics['loss']:.3f}")
+        return {"sft_loss": metrics.get("loss", float("nan")),
+                "sft_demo_success": sum(bool(d.success) for d in demos) / len(demos)}
+
+    def evaluate(self, name: str) -> dict[str, float]:
+        ev = self.cfg.eval
+        config = RolloutConfig(group_size=1, max_context_tokens=self.cfg.rl.max_context_tokens,
+                               sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
+                                                       temperature=ev.temperature,
+                                                       stop=SEARCH_R1_STOPS, seed=self.cfg.seed))
+        path = self.run_dir / f"eval-{name}.jsonl"
+        if path.exists():
+            path.unlink()  # an evaluation is re-run whole; never append to a half one
+        with TrajectoryWriter(path, run_metadata(phase=name)) as writer:
+            trajs = rollout(self._test_env, self.test_tasks[: ev.episodes], self.backend,
+                            self.renderer, config, seed=self.cfg.seed, env_id=SEARCH_ENV_ID,
+                            env_kwargs={**self.env_kwargs, "split": "test"}, on_trajectory=writer.write)
+        summary = summarize(trajs)
+        self.evals[name] = summary
+        self.log(f"eval {name}: success {summary['success']:.3f}, EM {summary['em']:.3f}, "
+                 f"searches {summary['searches']:.2f}")
+        return summary
+
+    def iteration(self, it: int, writer: TrajectoryWriter) -> dict[str, Any]:
+        rl = self.cfg.rl
+        t0 = time.perf_counter()
+        tasks = random.Random(self.cfg.seed * 100_003 + it).sample(
+            self.train_tasks, min(rl.tasks_per_iteration, len(self.train_tasks)))
+        config = RolloutConfig(
+            group_size=rl.group_size, max_context_tokens=rl.max_context_tokens,
+            sampling=SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
+                                    stop=SEARCH_R1_STOPS, seed=self.cfg.seed * 1_000 + it))
+        trajs = rollout(self.make_train_env, tasks, self.backend, self.renderer, config,
+                        seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/", env_id=SEARCH_ENV_ID,
+                        env_kwargs={**self.env_kwargs, "split": "train"}, on_trajectory=writer.write)
+        t_rollout = time.perf_counter() - t0
+        ok = [t for t in trajs if t.error is None and t.n_turns > 0]
+        groups: dict[str, list] = {}
+        for t in ok:
+            groups.setdefault(t.group, []).append(t)
+        inputs, prm_metrics = credit_inputs(self, ok)
+        result = estimate(list(groups.values()), self.credit, inputs)
+        result.assign()
+        t1 = time.perf_counter()
+        update = policy_update(self.model, self.optimizer, self.scheduler, ok,
+                               dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
+                               pad_id=self.pad_id)
+        summary = summarize(trajs)
+        row = {"iteration": it, **{f"rollout/{k}": v for k, v in summary.items()},
+               **{f"credit/{k}": v for k, v in result.diagnostics.items()},
+               **{f"update/{k}": v for k, v in update.items()}, **prm_metrics,
+               "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1}
+        self.log(f"iteration {it}: success {summary['success']:.3f}, searches "
+                 f"{summary['searches']:.2f}, loss {update['loss']:.4f}, "
+                 f"|A| {result.diagnostics.get('mean_abs_adv_token', 0):.3f}, "
+                 f"{time.perf_counter() - t0:.1f}s")
+        return row
+
+    # ------------------------------------------------------------------ the job
+
+    def run(self) -> dict[str, Any]:
+        self._setup()
+        ckpt_dir = self.run_dir / "checkpoints"
+        start = 0
+        latest = latest_checkpoint(ckpt_dir) if self.resume else None
+        if latest is not None:
+            extra = load_checkpoint(latest, model=self.model, optimizer=self.optimizer,
+                                    scheduler=self.scheduler)
+            start, self.history, self.evals = extra["iteration"], extra["history"], extra["evals"]
+            self._load_prm(ckpt_dir)
+            self.log(f"resumed from {latest} at iteration {start}")
+        else:
+            self.evals["warm_start"] = self.warm_start()
+            self.evaluate("before")
+            self._checkpoint(ckpt_dir, 0)
+        self._write_history()
+        with TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir))) as w:
+            for it in range(start, self.cfg.rl.iterations):
+                row = self.iteration(it, w)
+                if self.cfg.eval.every and (it + 1) % self.cfg.eval.every == 0:
+                    row.update({f"eval/{k}": v for k, v in self.evaluate(f"it{it + 1}").items()})
+                self.history.append(row)
+                if (it + 1) % self.cfg.checkpoint_every == 0 or it + 1 == self.cfg.rl.iterations:
+                    self._checkpoint(ckpt_dir, it + 1)
+                self._write_history()
+        self.evaluate("after")
+        self._checkpoint(ckpt_dir, self.cfg.rl.iterations)
+        self._write_history()
+        from creditgym.trainers.plot import plot_run
+
+        plot = plot_run(self.run_dir)
+        self.backend.close()
+        return {"before": self.evals["before"], "after": self.evals["after"], "plot": str(plot),
+                "run_dir": str(self.run_dir)}
+
+    def _checkpoint(self, ckpt_dir: Path, iteration: int) -> None:
+        extra = {"iteration": iteration, "history": self.history, "evals": self.evals}
+        save_checkpoint(ckpt_dir, iteration, model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, extra=extra, keep_last=self.cfg.keep_checkpoints)
+        if self.prm is not None:
+            save_checkpoint(ckpt_dir / "prm", iteration, model=self.prm, optimizer=self.prm_optimizer,
+                            scheduler=self.prm_scheduler, keep_last=self.cfg.keep_checkpoints)
+
+    def _load_prm(self, ckpt_dir: Path) -> None:
+        if self.prm is not None and (latest := latest_checkpoint(ckpt_dir / "prm")) is not None:
+            load_checkpoint(latest, model=self.prm, optimizer=self.prm_optimizer,
+                            scheduler=self.prm_scheduler, restore_rng=False)
+
+    def _write_history(self) -> None:
+        # Rewritten whole (temp + rename) from the checkpointed history, so a resumed run never
+        # shows rows of an iteration that was lost with the kill.
+        path = self.run_dir / "metrics.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.history))
+        tmp.replace(path)
+        (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

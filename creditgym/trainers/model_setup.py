@@ -1,0 +1,71 @@
+"""Loading the policy for a run, and the model-derived inputs some credit estimators need.
+
+``load_policy`` opens ``model.path`` or, by default, builds a tiny model whose tokenizer is trained
+on the built-in world's corpus, questions and the environment's instructions (so every name and
+tag the agent reads or writes is a short token sequence). ``credit_inputs`` supplies IGPO's probe
+log-probs (teacher-forced gold answers under the current policy, batched through the backend's
+``score``) and OPRL's per-turn PRM log-ratios (after one DPO step of the implicit PRM).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from creditgym.trajectory import Trajectory
+
+
+def world_texts(env: Any, world_config: Any) -> list[str]:
+    """Texts the tiny tokenizer learns: documents, questions, and the agent's instructions."""
+    from creditgym.envs.world import World
+
+    world = World.generate(world_config)
+    texts = [doc["contents"] for doc in world.iter_documents()]
+    texts += [t.question for split in ("train", "test") for t in world.questions(split)]
+    _, info = env.reset(seed=0)
+    return texts + [info["system_prompt"]] * 20
+
+
+def load_policy(cfg: Any, run_dir: Path, env: Any, log: Callable[[str], None]):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = cfg.model.path
+    if path is None:
+        from creditgym.agents.tiny import TinyModelConfig, build_tiny_model
+
+        path = run_dir / "base-model"
+        if not (path / "config.json").exists():
+            m = cfg.model
+            tiny = TinyModelConfig(
+                vocab_size=m.tiny_vocab, hidden_size=m.tiny_hidden, num_layers=m.tiny_layers,
+                intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed)
+            build_tiny_model(path, world_texts(env, cfg.world), tiny, overwrite=True)
+            log(f"built a tiny model in {path}")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path))
+    return model, tokenizer
+
+
+def credit_inputs(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[dict | None, dict]:
+    """Model-derived inputs of the configured estimator (None when it needs none)."""
+    name = type(trainer.credit).__name__
+    if name == "IGPOConfig":
+        from creditgym.credit.igpo_probe import ProbeFormat, probe_logprobs
+
+        fmt = ProbeFormat(context_suffix="", answer_prefix="<answer>", answer_suffix="</answer>")
+        probes = probe_logprobs(trajs, trainer.renderer.encode, trainer.backend.score, fmt=fmt)
+        return {"probe_logprob": {t.id: p for t, p in zip(trajs, probes)}}, {}
+    if name == "OPRLConfig":
+        from creditgym.trainers.dpo import prm_update
+
+        for t in trajs:  # the PRM's pairs are (successful, failed) inside a group
+            t.metrics.setdefault("success", float(bool(t.success)))
+        out = prm_update(trainer.prm, trainer.prm_optimizer, trainer.prm_scheduler, trajs,
+                         pad_id=trainer.pad_id, beta=trainer.credit.beta)
+        per_traj: dict[str, list[float]] = {}
+        for traj_id, q in zip(out.traj, np.asarray(out.logratio_sum)):
+            per_traj.setdefault(traj_id, []).append(float(q))
+        return {"logratio_sum": per_traj}, {f"prm/{k}": v for k, v in out.metrics.items()}
+    return None, {}
