@@ -117,7 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context)
     summary = run_eval(env_id=args.env, env_kwargs=parse_assignments(args.env_arg, flag="--env-arg"),
                        model=args.model, url=args.url, episodes=args.episodes, group=args.group,
-                       out=out, rollout_config=config, seed=args.seed)
+                       out=out, rollout_config=config, seed=args.seed,
+                       tokenizer_path=args.tokenizer)
     table = Table(title=f"eval: {args.env}, {int(summary['trajectories'])} trajectories")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment option, repeatable (e.g. --env-arg split=test --env-arg top_k=3)")
     p.add_argument("--model", help="local model folder (transformers backend), or the model name for --url")
     p.add_argument("--url", help="OpenAI-compatible server (vllm serve, creditgym serve-policy)")
+    p.add_argument("--tokenizer", help="local tokenizer folder for --url (default: --model)")
     p.add_argument("--episodes", type=int, default=32, help="tasks to roll out (the environment's first N)")
     p.add_argument("--group", type=int, default=1, help="trajectories per task")
     p.add_argument("--out", help="trajectory file (default runs/eval-<time>.jsonl)")

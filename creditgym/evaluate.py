@@ -55,7 +55,7 @@ def open_backend(model: str | None, url: str | None, *, seed: int | None = None)
 def run_eval(
     *, env_id: str, env_kwargs: dict[str, Any], model: str | None, url: str | None = None,
     episodes: int = 32, group: int = 1, out: str | Path, rollout_config=None, seed: int = 0,
-    progress: bool = True,
+    progress: bool = True, tokenizer_path: str | None = None,
 ) -> dict[str, float]:
     from creditgym.agents.chat import ChatRenderer
     from creditgym.agents.rollout import RolloutConfig, rollout
@@ -69,7 +69,20 @@ def run_eval(
     probe = make_env()
     tasks = list(probe.unwrapped.tasks)[:episodes]
     backend = open_backend(model, url, seed=seed)
-    renderer = ChatRenderer(backend.tokenizer, observation_mode=config.observation_mode,
+    model_context = getattr(backend, "max_context", None)  # in-process backends know theirs
+    if model_context and model_context < config.max_context_tokens:
+        # Past the model's own context a backend answers empty or refuses; end episodes first.
+        config = dataclasses.replace(config, max_context_tokens=int(model_context))
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:  # an HTTP backend: the prompts are ours to render, with the model's tokenizer
+        from transformers import AutoTokenizer
+
+        if not (tokenizer_path or model):
+            from creditgym.errors import ConfigError
+
+            raise ConfigError("an HTTP policy needs --tokenizer PATH (a local copy of its tokenizer)")
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path or model))
+    renderer = ChatRenderer(tokenizer, observation_mode=config.observation_mode,
                             observation_role=config.observation_role)
     first = [probe]
 

@@ -6,9 +6,15 @@ import os
 
 import pytest
 
+# The session's tiny local model, for tests outside tests/agents too (e.g. tests/test_eval_cli.py).
+from tests.agents.conftest import tiny_model_dir  # noqa: F401  (a pytest fixture)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OPENAI_API_KEY", "dummy")
+# Tiny models' operations are too small to split across threads; on a busy 2-core machine the
+# second thread only spins (50x slower generation seen). One thread per test process.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

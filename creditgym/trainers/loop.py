@@ -108,6 +108,10 @@ class Trainer:
                                micro_batch_tokens=self.cfg.policy.micro_batch_tokens)
             if self.progress:
                 steps.set_postfix(loss=f"{metrics['loss']:.3f}")
+        # Saved as a plain model folder so other runs (e.g. benchmarks/learning.py comparing
+        # credit estimators) can start from the same warm start with model.path.
+        self.model.save_pretrained(self.run_dir / "sft-model")
+        self.tokenizer.save_pretrained(self.run_dir / "sft-model")
         return {"sft_loss": metrics.get("loss", float("nan")),
                 "sft_demo_success": sum(bool(d.success) for d in demos) / len(demos)}
 
