@@ -39,7 +39,9 @@ def expert_action(
 
 def _call(syntax: str, tool: str, text: str) -> str:
     if syntax == "xml":
-        return f"<{tool}>{text}</{tool}>"
+        # Spaced like Search-R1's "<search> query </search>": the name's tokens then carry the
+        # leading space they have in questions and passages, so a policy copies the same ids.
+        return f"<{tool}> {text} </{tool}>"
     import json
 
     arg = "query" if tool == "search" else "answer"
