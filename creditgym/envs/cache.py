@@ -18,9 +18,17 @@ def cache_dir() -> Path:
     return root
 
 
-def world_name(seed: int, num_documents: int) -> str:
-    """The cache name of a generated world."""
-    return f"world-s{seed}-n{num_documents}"
+def world_name(config) -> str:
+    """The cache name of a generated world: seed, size, and a digest of every other setting
+    (two configurations that differ anywhere never share a corpus or an index)."""
+    import dataclasses
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(
+        json.dumps(dataclasses.asdict(config), sort_keys=True).encode()
+    ).hexdigest()[:8]
+    return f"world-s{config.seed}-n{config.num_documents}-{digest}"
 
 
 def corpus_path(name: str) -> Path:

@@ -30,7 +30,7 @@ class BuiltWorld:
 def ensure_world_corpus(config: WorldConfig) -> tuple[World, Path]:
     """Generate the world and write its corpus unless the cache already holds it."""
     world = World.generate(config)
-    path = cache.corpus_path(cache.world_name(config.seed, config.num_documents))
+    path = cache.corpus_path(cache.world_name(config))
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         world.write_corpus(path)
@@ -42,7 +42,7 @@ def ensure_world_index(config: WorldConfig, backend: str = "lucene", *, threads:
     from creditgym.envs.retrieval import build_index
 
     world, corpus = ensure_world_corpus(config)
-    index = cache.index_path(cache.world_name(config.seed, config.num_documents), backend)
+    index = cache.index_path(cache.world_name(config), backend)
     if not index.exists():
         index.parent.mkdir(parents=True, exist_ok=True)
         # No stemming: the world's names are invented words, and English suffix stripping makes
