@@ -34,6 +34,7 @@ import torch
 from typing_extensions import Self  # typing.Self needs Python 3.11
 
 from creditgym.agents.backend import Completion, SamplingParams
+from creditgym.agents.sampling import StopStrings, check_sampling, sample_tokens
 from creditgym.errors import ConfigError
 
 
@@ -130,7 +131,7 @@ class TransformersBackend:
     ) -> list[Completion]:
         """One completion per prompt, in order (see the module docstring for the semantics)."""
         self._check_open()
-        _check_sampling(sampling)
+        check_sampling(sampling)
         ids = [self._as_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
         limits = [min(sampling.max_new_tokens, self.max_context - len(p)) for p in ids]
         generator = self._generator
@@ -188,13 +189,13 @@ class TransformersBackend:
             use_cache=True,
             logits_to_keep=1,
         )
-        stops = _StopStrings(sampling.stop, self._decode)
+        stops = StopStrings(sampling.stop, self._decode)
         generated: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         reasons = ["length"] * len(prompts)
         active = list(range(len(prompts)))  # batch slot -> prompt index
         while True:
-            tokens, token_lps = _sample(out.logits[:, -1, :].float(), sampling, generator)
+            tokens, token_lps = sample_tokens(out.logits[:, -1, :].float(), sampling, generator)
             keep = []
             for slot, (row, tok, lp) in enumerate(zip(active, tokens.tolist(), token_lps.tolist())):
                 generated[row].append(tok)
@@ -350,48 +351,6 @@ class TransformersBackend:
         )
 
 
-def _sample(
-    logits: torch.Tensor, sampling: SamplingParams, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens and their log-probs ``log_softmax(logits / T)`` (T=1 when greedy)."""
-    if sampling.temperature == 0:
-        tokens = logits.argmax(dim=-1)
-        return tokens, torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-    scaled = logits / sampling.temperature
-    logprobs = torch.log_softmax(scaled, dim=-1)
-    candidates = scaled
-    if 0 < sampling.top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, sampling.top_k, dim=-1).values[:, -1:]
-        candidates = candidates.masked_fill(candidates < kth, float("-inf"))
-    if sampling.top_p < 1.0:
-        sorted_logits, order = torch.sort(candidates, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # Drop a token when the mass before it already reaches top_p (the top token always stays).
-        drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
-        drop[:, 0] = False
-        candidates = candidates.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    probs = torch.softmax(candidates, dim=-1)
-    tokens = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)
-
-
-class _StopStrings:
-    """Finds a stop string in the decoded tail of a growing sequence."""
-
-    def __init__(self, stops: Sequence[str], decode) -> None:
-        self.stops = [s for s in stops if s]
-        self.decode = decode
-        # An occurrence not seen before overlaps the newest token and spans at most one token
-        # per byte, so the last (bytes + 1) tokens cover it (+1: a partial leading character).
-        self.window = max((len(s.encode("utf-8")) for s in self.stops), default=0) + 1
-
-    def hit(self, ids: list[int]) -> bool:
-        if not self.stops:
-            return False
-        tail = self.decode(ids[-self.window :])
-        return any(s in tail for s in self.stops)
-
-
 @contextmanager
 def _eval_mode(model):
     """Eval mode (no dropout) for one call, then back: the model may be a trainer's live one."""
@@ -401,20 +360,6 @@ def _eval_mode(model):
         yield
     finally:
         model.train(was_training)
-
-
-def _check_sampling(sampling: SamplingParams) -> None:
-    problems = []
-    if sampling.max_new_tokens < 0:
-        problems.append(f"max_new_tokens={sampling.max_new_tokens} must be >= 0")
-    if sampling.temperature < 0:
-        problems.append(f"temperature={sampling.temperature} must be >= 0 (0: greedy)")
-    if not 0 < sampling.top_p <= 1:
-        problems.append(f"top_p={sampling.top_p} must be in (0, 1]")
-    if sampling.top_k < 0:
-        problems.append(f"top_k={sampling.top_k} must be >= 0 (0: off)")
-    if problems:
-        raise ConfigError("SamplingParams: " + "; ".join(problems))
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

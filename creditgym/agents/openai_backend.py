@@ -19,7 +19,8 @@ and log-probs, so the rollout stays token-in/token-out across the network:
   positions are read out.
 
 Concurrency: every prompt is its own request; at most ``max_concurrency`` are in flight at once
-(a semaphore) over one pooled aiohttp session on a private event-loop thread. The synchronous
+(a semaphore) over one pooled aiohttp session on a private event-loop thread
+(:class:`creditgym.aio_client.LoopThreadClient`, shared with the HTTP retriever). The synchronous
 ``generate``/``score`` therefore work from plain code and from inside another running event loop
 (they block that caller, never deadlock); ``await agenerate(...)`` / ``await ascore(...)`` work
 from any loop.
@@ -43,13 +44,11 @@ another service); pass ``api_key`` to send ``Authorization: Bearer ...`` (``vllm
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from typing import Any, Literal, Sequence
-
-import aiohttp
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from creditgym.agents.backend import Completion, SamplingParams
+from creditgym.aio_client import LoopThreadClient, ServerKind
 from creditgym.errors import CreditGymError
 
 TOKEN_ID_PREFIX = "token_id:"
@@ -198,33 +197,23 @@ def _first_choice(data: Any, source: str) -> dict:
     return choices[0]
 
 
-def error_message(body: bytes) -> str:
-    """The server's error message (OpenAI/vLLM, FastAPI or plain forms), else its body's start."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if isinstance(err, str):
-            return err
-        if isinstance(data.get("message"), str):
-            return data["message"]
-        if "detail" in data:
-            return json.dumps(data["detail"])[:500]
-    text = body.decode("utf-8", errors="replace").strip()
-    return text[:500] or "(empty body)"
-
-
-class OpenAICompatibleBackend:
+class OpenAICompatibleBackend(LoopThreadClient):
     """Generate and score through an OpenAI-compatible completions server; see the module docstring.
 
     ``model``: the served model name sent with each request (``None`` leaves it out; vLLM then
     uses its only model). ``extra_body``: more fields merged into every generate request (e.g.
     ``{"repetition_penalty": 1.1}``).
     """
+
+    server_kind = ServerKind(
+        name="policy server",
+        error=BackendError,
+        start_hint="Start one with `vllm serve MODEL` or `creditgym serve-policy --model PATH`",
+        blocking_on_own_loop=(
+            "generate()/score() called on the backend's own loop; await agenerate()/ascore()"
+        ),
+        thread_name="openai-backend",
+    )
 
     def __init__(
         self,
@@ -246,21 +235,19 @@ class OpenAICompatibleBackend:
             )
         if on_error not in ("raise", "completion"):
             raise ValueError(f"on_error must be 'raise' or 'completion', got {on_error!r}")
-        self.url = completions_url(base_url)
+        super().__init__(
+            completions_url(base_url),
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            connections=max_concurrency,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+        )
         self.model = model
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
         self.max_concurrency = max_concurrency
         self.on_error = on_error
         self.extra_body = dict(extra_body or {})
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._semaphore: asyncio.Semaphore | None = None
-        self._closed = False
 
     # -- public API -------------------------------------------------------------------------
 
@@ -288,70 +275,8 @@ class OpenAICompatibleBackend:
         """Per-token log-probs of each continuation given its prefix, awaitable from any loop."""
         return await self._arun(self._score(*_score_inputs(prefixes, continuations)))
 
-    def close(self) -> None:
-        """Close the connections and stop the private loop."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            loop, thread, session = self._loop, self._thread, self._session
-            self._loop = self._thread = self._session = None
-        if loop is None:
-            return
-        if session is not None:
-            asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        loop.close()
-
-    def __enter__(self) -> OpenAICompatibleBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"OpenAICompatibleBackend({self.url!r}, model={self.model!r})"
-
-    # -- the private loop -------------------------------------------------------------------
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._closed:
-                raise BackendError(f"OpenAICompatibleBackend for {self.url} is closed")
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=run, name="openai-backend", daemon=True)
-                self._thread.start()
-                ready.wait()
-                self._loop = loop
-            return self._loop
-
-    def _loop_for(self, coro) -> asyncio.AbstractEventLoop:
-        try:
-            if self._thread is not None and threading.current_thread() is self._thread:
-                raise BackendError(
-                    "generate()/score() called on the backend's own loop; await agenerate()/ascore()"
-                )
-            return self._ensure_loop()
-        except BaseException:
-            coro.close()  # never started: close it so Python does not warn about it
-            raise
-
-    def _run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop_for(coro)).result()
-
-    async def _arun(self, coro):
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop_for(coro))
-        return await asyncio.wrap_future(future)
 
     # -- on the private loop ----------------------------------------------------------------
 
@@ -383,45 +308,11 @@ class OpenAICompatibleBackend:
         return await _gather_or_cancel([one(p, c) for p, c in zip(prefixes, continuations)])
 
     async def _post(self, body: dict) -> Any:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                headers=self._headers,
-            )
+        # At most max_concurrency requests in flight, retries included.
+        if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        assert self._semaphore is not None
-        attempts = self.retries + 1
-        last = "no attempt made"
         async with self._semaphore:
-            for attempt in range(attempts):
-                if attempt:
-                    await asyncio.sleep(self.backoff * 2 ** (attempt - 1))
-                try:
-                    async with self._session.post(self.url, json=body) as resp:
-                        payload, status = await resp.read(), resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                    last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                    continue
-                if status >= 500 or status == 429:
-                    last = f"HTTP {status}: {error_message(payload)}"
-                    continue
-                if status >= 400:
-                    raise BackendError(
-                        f"policy server {self.url} rejected the request (HTTP {status}): "
-                        f"{error_message(payload)}"
-                    )
-                try:
-                    return json.loads(payload)
-                except ValueError as exc:
-                    raise BackendError(
-                        f"policy server {self.url} answered invalid JSON: {exc}"
-                    ) from None
-        raise BackendError(
-            f"policy server {self.url} unreachable after {attempts} attempt"
-            f"{'s' if attempts != 1 else ''} (last error: {last}); is it running? Start one with "
-            "`vllm serve MODEL` or `creditgym serve-policy --model PATH`"
-        )
+            return await self._post_json(body)
 
 
 async def _gather_or_cancel(coros: list) -> list:

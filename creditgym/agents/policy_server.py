@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import json
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -54,6 +53,13 @@ from creditgym.agents.policy_protocol import (
     backend_limits,
     format_answer,
     parse_request,
+)
+from creditgym.aio_server import (
+    BackgroundAppServer,
+    json_body,
+    json_error_middleware,
+    read_body,
+    serve_app,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +163,7 @@ class RequestBatcher:
 
 
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    """An error answer in OpenAI's form."""
     kind = {
         400: "BadRequestError",
         404: "NotFoundError",
@@ -187,39 +194,8 @@ def make_app(
     limits = backend_limits(backend, max_prompts=max_prompts)
     created = int(time.time())
 
-    @web.middleware
-    async def json_errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return _error(exc.status, str(exc), exc.param)
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body is larger than the limit of {max_body_bytes} bytes")
-        except web.HTTPMethodNotAllowed as exc:
-            allowed = ", ".join(sorted(exc.allowed_methods - {"HEAD"})) or "none"
-            return _error(
-                405, f"method {request.method} is not allowed on {request.path}; use {allowed}"
-            )
-        except web.HTTPNotFound:
-            return _error(
-                404,
-                f"no such path {request.path!r}; this server answers POST "
-                "/v1/completions, GET /v1/models and GET /health",
-            )
-        except web.HTTPException as exc:
-            if exc.status >= 400:
-                return _error(exc.status, exc.reason)
-            raise
-        except Exception as exc:  # a backend failure: say so, keep serving
-            log.exception("policy backend failed")
-            return _error(500, f"the policy backend failed: {type(exc).__name__}: {exc}")
-
     async def completions(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=max_body_bytes, actual_size=request.content_length
-            )
-        body = await request.read()
+        body = await read_body(request, max_body_bytes)
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -232,11 +208,7 @@ def make_app(
             )
         job = parse_request(payload, **limits)
         results = await asyncio.gather(*(_complete(batcher, job, p) for p in job.prompts))
-        answer = format_answer(model_name, job, results, tokenizer)
-        return web.Response(
-            body=json.dumps(answer, ensure_ascii=False).encode("utf-8"),
-            content_type="application/json",
-        )
+        return json_body(format_answer(model_name, job, results, tokenizer))
 
     async def models(request: web.Request) -> web.Response:
         card: dict[str, Any] = {"id": model_name, "object": "model", "created": created}
@@ -253,6 +225,14 @@ def make_app(
     async def on_cleanup(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
+    json_errors = json_error_middleware(
+        _error,
+        max_body_bytes=max_body_bytes,
+        routes="POST /v1/completions, GET /v1/models and GET /health",
+        failure="the policy backend failed",
+        logger=log,
+        bad_request=BadRequest,
+    )
     app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
@@ -290,22 +270,20 @@ def serve(
     **app_options: Any,
 ) -> None:
     """Serve ``backend`` until interrupted (blocking)."""
-    print(f"serving {model_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)
-    web.run_app(
-        make_app(backend, model_name, **app_options),
-        host=host,
-        port=port,
-        access_log=None,
-        print=None,
-    )
+    app = make_app(backend, model_name, **app_options)
+    banner = f"serving {model_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)"
+    serve_app(app, host, port, banner)
 
 
-class BackgroundPolicyServer:
+class BackgroundPolicyServer(BackgroundAppServer):
     """Runs :func:`make_app` on its own event-loop thread: for tests, benchmarks and notebooks.
 
-    ``port=0`` picks a free port; ``url`` is the base URL once started. Use as a context manager
-    or call ``start()`` / ``stop()``. The backend is not closed.
+    ``port=0`` picks a free port; ``url`` is the base URL once started (give it to
+    ``OpenAICompatibleBackend``). Use as a context manager or call ``start()`` / ``stop()``. The
+    backend is not closed.
     """
+
+    thread_name = "policy-server"
 
     def __init__(
         self,
@@ -315,65 +293,13 @@ class BackgroundPolicyServer:
         port: int = 0,
         **app_options: Any,
     ) -> None:
+        super().__init__(host, port)
         self.backend = backend
         self.model_name = model_name
-        self.host = host
-        self.port = port
         self.app_options = app_options
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        """``http://host:port`` (give it to ``OpenAICompatibleBackend``)."""
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> BackgroundPolicyServer:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            runner = web.AppRunner(
-                make_app(self.backend, self.model_name, **self.app_options), access_log=None
-            )
-            try:
-                loop.run_until_complete(runner.setup())
-                loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())
-                self.port = runner.addresses[0][1]
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
-                failure.append(exc)
-                ready.set()
-                loop.run_until_complete(runner.cleanup())
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="policy-server", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            self._thread.join()
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread."""
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-        self._loop = self._thread = None
-
-    def __enter__(self) -> BackgroundPolicyServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _build_app(self) -> web.Application:
+        return make_app(self.backend, self.model_name, **self.app_options)
 
 
 def add_serve_policy_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,15 +25,23 @@ import argparse
 import asyncio
 import json
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from creditgym.aio_server import (
+    BackgroundAppServer,
+    BadRequest,
+    json_body,
+    json_error_middleware,
+    read_body,
+    serve_app,
+)
 from creditgym.envs.retrieval.base import Hit, Retriever
 
 log = logging.getLogger(__name__)
@@ -43,14 +51,6 @@ DEFAULT_TOPK = 3
 
 _RETRIEVER_KEY = web.AppKey("retriever", object)
 _BATCHER_KEY = web.AppKey("batcher", object)
-
-
-class BadRequest(Exception):
-    """A request that fails validation; the message goes back to the client."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -257,7 +257,8 @@ def format_result(hits: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
     return {"result": result}
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    """An error answer in Search-R1 servers' plain form (``param`` is not reported)."""
     return web.json_response({"error": message}, status=status)
 
 
@@ -287,45 +288,10 @@ def make_app(
     if documents is None:
         documents = getattr(retriever, "num_docs", None)
 
-    @web.middleware
-    async def json_errors(request: web.Request, handler):
-        try:
-            return await handler(request)
-        except BadRequest as exc:
-            return _error(exc.status, str(exc))
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, f"request body is larger than the limit of {max_body_bytes} bytes")
-        except web.HTTPMethodNotAllowed as exc:
-            allowed = ", ".join(sorted(exc.allowed_methods - {"HEAD"})) or "none"
-            return _error(
-                405, f"method {request.method} is not allowed on {request.path}; use {allowed}"
-            )
-        except web.HTTPNotFound:
-            return _error(
-                404,
-                f"no such path {request.path!r}; this server answers POST /retrieve and "
-                "GET /health",
-            )
-        except web.HTTPException as exc:
-            if exc.status >= 400:
-                return _error(exc.status, exc.reason)
-            raise
-        except Exception as exc:  # a backend failure: say so, keep serving
-            log.exception("retrieval failed")
-            return _error(500, f"retrieval failed: {type(exc).__name__}: {exc}")
-
     async def retrieve(request: web.Request) -> web.Response:
-        if request.content_length is not None and request.content_length > max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=max_body_bytes, actual_size=request.content_length
-            )
-        body = await request.read()
+        body = await read_body(request, max_body_bytes)
         queries, topk, scores = parse_request(body, max_queries=max_queries, max_topk=max_topk)
-        hits = await batcher.search(queries, topk)
-        return web.Response(
-            body=json.dumps(format_result(hits, scores), ensure_ascii=False).encode("utf-8"),
-            content_type="application/json",
-        )
+        return json_body(format_result(await batcher.search(queries, topk), scores))
 
     async def health(request: web.Request) -> web.Response:
         body: dict[str, Any] = {"status": "ok", "backend": name}
@@ -338,6 +304,13 @@ def make_app(
     async def on_cleanup(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
+    json_errors = json_error_middleware(
+        _error,
+        max_body_bytes=max_body_bytes,
+        routes="POST /retrieve and GET /health",
+        failure="retrieval failed",
+        logger=log,
+    )
     app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app[_RETRIEVER_KEY] = retriever
     app[_BATCHER_KEY] = batcher
@@ -347,72 +320,24 @@ def make_app(
     return app
 
 
-class BackgroundServer:
+class BackgroundServer(BackgroundAppServer):
     """Runs :func:`make_app` on its own event loop thread: for tests, benchmarks and notebooks.
 
     ``port=0`` picks a free port; ``url`` is the base URL once started. Use as a context manager
     or call ``start()`` / ``stop()``. The retriever is not closed.
     """
 
+    thread_name = "retrieval-server"
+
     def __init__(
         self, retriever: Retriever, host: str = "127.0.0.1", port: int = 0, **app_options: Any
     ) -> None:
+        super().__init__(host, port)
         self.retriever = retriever
-        self.host = host
-        self.port = port
         self.app_options = app_options
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self) -> BackgroundServer:
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def main() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                self._runner = web.AppRunner(
-                    make_app(self.retriever, **self.app_options), access_log=None
-                )
-                loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                self.port = self._runner.addresses[0][1]
-            except BaseException as exc:  # noqa: BLE001 - reported to start()
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="retrieval-server", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-        self._thread = None
-
-    def __enter__(self) -> BackgroundServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _build_app(self) -> web.Application:
+        return make_app(self.retriever, **self.app_options)
 
 
 def serve(
@@ -423,9 +348,8 @@ def serve(
 ) -> None:
     """Serve ``retriever`` until interrupted (blocking). Binds loopback unless told otherwise."""
     app = make_app(retriever, **app_options)
-    print(f"creditgym retrieval server on http://{host}:{port} (POST /retrieve, GET /health)",
-          flush=True)
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
+    banner = f"creditgym retrieval server on http://{host}:{port} (POST /retrieve, GET /health)"
+    serve_app(app, host, port, banner)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -459,7 +383,7 @@ def run_from_args(args: argparse.Namespace) -> None:
     )
 
     backend = args.backend
-    if args.corpus and args.index and not _exists(args.index):
+    if args.corpus and args.index and not Path(args.index).exists():
         build_index(backend or "lucene", args.corpus, args.index, threads=args.threads)
     if backend is None:
         if args.url and not args.index:
@@ -485,12 +409,6 @@ def run_from_args(args: argparse.Namespace) -> None:
         )
     finally:
         retriever.close()
-
-
-def _exists(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).exists()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
