@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -36,14 +35,14 @@ from aiohttp import web
 
 from creditgym.aio_server import (
     BackgroundAppServer,
-    BadRequest,
+    BadRequest,  # noqa: F401  (re-exported: creditgym.envs.retrieval.server.BadRequest)
     json_body,
     json_error_middleware,
     read_body,
     serve_app,
 )
 from creditgym.envs.retrieval.base import Hit, Retriever
-from creditgym.envs.retrieval.protocol import DEFAULT_TOPK, format_result, parse_request
+from creditgym.envs.retrieval.protocol import DEFAULT_TOPK, format_result, parse_request  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
