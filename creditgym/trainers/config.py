@@ -36,8 +36,11 @@ class SFTConfig:
     """Expert episodes recorded on the training split."""
     early_answer_prob: float = 0.5
     """Imperfection of the expert: after each non-final hop, the chance it answers too early."""
+    lm_steps: int = 0
+    """First phase: steps of language modelling on whole demonstration transcripts (every
+    token a target), which teaches a small model to copy names from context much sooner."""
     steps: int = 150
-    """Optimiser steps (0: no warm start)."""
+    """Second phase: steps on the actions only (0 with lm_steps 0: no warm start)."""
     batch_size: int = 32
     """Demonstrations per step."""
     lr: float = 3e-3
@@ -86,6 +89,9 @@ class TrainConfig:
     """Seeds the world's task sampling, demonstrations, rollouts and torch."""
     threads: int = 1
     """torch CPU threads (1 is fastest for tiny models on small machines)."""
+    system_prompt: bool = True
+    """Send the environment's instructions as a system message (a tiny model trained from
+    scratch does not read them; leaving them out shortens every sequence)."""
     world: WorldConfig = field(default_factory=WorldConfig)
     """The built-in world (tasks and corpus)."""
     env: dict[str, Any] = field(default_factory=lambda: {

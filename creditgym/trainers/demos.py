@@ -53,6 +53,7 @@ def record_expert_episode(
 def expert_demonstrations(
     make_env: Callable[[], gymnasium.Env], tasks: Sequence[Task], renderer: ChatRenderer, *,
     count: int, early_answer_prob: float, seed: int = 0, progress: bool = False,
+    system_prompt: bool = True,
 ) -> list[Trajectory]:
     """``count`` expert episodes over ``tasks`` (cycled, shuffled with ``seed``)."""
     rng = random.Random(seed)
@@ -66,6 +67,7 @@ def expert_demonstrations(
         iterator = tqdm(iterator, desc="expert demonstrations", unit="episode")
     return [
         record_expert_episode(env, order[i % len(order)], renderer, seed=seed + i,
-                              traj_id=f"demo/{i}", early_answer_prob=early_answer_prob, rng=rng)
+                              traj_id=f"demo/{i}", early_answer_prob=early_answer_prob, rng=rng,
+                              system_prompt=system_prompt)
         for i in iterator
     ]

@@ -88,24 +88,27 @@ class Trainer:
 
     def warm_start(self) -> dict[str, float]:
         sft = self.cfg.sft
-        if sft.steps <= 0:
+        if sft.steps + sft.lm_steps <= 0:
             return {}
         env = self.make_train_env()
         demos = expert_demonstrations(
             lambda: env, self.train_tasks, self.renderer, count=sft.demonstrations,
-            early_answer_prob=sft.early_answer_prob, seed=self.cfg.seed, progress=self.progress)
-        optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, sft.steps))
+            early_answer_prob=sft.early_answer_prob, seed=self.cfg.seed, progress=self.progress,
+            system_prompt=self.cfg.system_prompt)
+        total = sft.lm_steps + sft.steps
+        optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, total))
         rng = random.Random(self.cfg.seed)
-        steps = range(sft.steps)
+        steps = range(total)
         if self.progress:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="SFT warm start", unit="step")
         metrics: dict[str, float] = {}
-        for _ in steps:
+        for step in steps:
             batch = rng.sample(demos, min(sft.batch_size, len(demos)))
             metrics = sft_step(self.model, optimizer, scheduler, batch, pad_id=self.pad_id,
-                               micro_batch_tokens=self.cfg.policy.micro_batch_tokens)
+                               micro_batch_tokens=self.cfg.policy.micro_batch_tokens,
+                               all_tokens=step < sft.lm_steps)
             if self.progress:
                 steps.set_postfix(loss=f"{metrics['loss']:.3f}")
         # Saved as a plain model folder so other runs (e.g. benchmarks/learning.py comparing
@@ -118,6 +121,7 @@ class Trainer:
     def evaluate(self, name: str) -> dict[str, float]:
         ev = self.cfg.eval
         config = RolloutConfig(group_size=1, max_context_tokens=self.cfg.rl.max_context_tokens,
+                               system_prompt=self.cfg.system_prompt,
                                sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
                                                        temperature=ev.temperature,
                                                        stop=SEARCH_R1_STOPS, seed=self.cfg.seed))
@@ -141,6 +145,7 @@ class Trainer:
             self.train_tasks, min(rl.tasks_per_iteration, len(self.train_tasks)))
         config = RolloutConfig(
             group_size=rl.group_size, max_context_tokens=rl.max_context_tokens,
+            system_prompt=self.cfg.system_prompt,
             sampling=SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                     stop=SEARCH_R1_STOPS, seed=self.cfg.seed * 1_000 + it))
         trajs = rollout(self.make_train_env, tasks, self.backend, self.renderer, config,

@@ -6,12 +6,17 @@ Loss (token mean over the loss-mask-1 tokens of the whole batch, ``N`` of them):
 
 Prompt and observation tokens are context only: they are never targets. Micro-batches are
 normalised by the batch's ``N``, so the accumulated gradient equals the full-batch gradient.
+With ``all_tokens=True`` every token after the first is a target (plain language modelling on
+the transcripts). A small model learns to copy names from context (induction) far sooner from
+that dense signal, since questions and passages repeat each entity's name, than from the few
+action tokens alone; ``creditgym train`` uses it as a first warm-start phase.
 Demonstrations are ordinary ``Trajectory`` records (e.g. from the scripted expert of the built-in
 world); their ``action_logprobs`` and ``advantages`` are ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
@@ -57,9 +62,13 @@ def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler | None,
              trajs: Sequence[Trajectory], *, pad_id: int, micro_batch_tokens: int | None = 8192,
              max_grad_norm: float | None = 1.0, bf16: bool = True,
-             gradient_checkpointing: bool = False) -> dict[str, float]:
+             gradient_checkpointing: bool = False, all_tokens: bool = False) -> dict[str, float]:
     """One SFT optimiser step on ``trajs``; returns ``loss``, ``tokens``, ``grad_norm``, ``lr``."""
     batch = pack_trajectories(trajs, pad_id)
+    if all_tokens:  # every real token but the first (it has no context to be predicted from)
+        mask = batch.attention_mask.clone().to(batch.loss_mask.dtype)
+        mask[:, 0] = 0
+        batch = dataclasses.replace(batch, loss_mask=mask)
     prepare_model(model, gradient_checkpointing)
     optimizer.zero_grad(set_to_none=True)
     loss = accumulate_sft_gradients(model, batch, micro_batch_tokens=micro_batch_tokens,

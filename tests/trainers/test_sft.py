@@ -82,3 +82,23 @@ def test_sft_steps_fit_the_demonstrations():
     assert first["tokens"] == last["tokens"] == sum(len(a) for t in demos for a in t.action_ids)
     assert last["loss"] < first["loss"] - 0.5
     assert first["grad_norm"] > 0
+
+
+def test_all_tokens_mode_trains_on_the_whole_transcript():
+    trajs = make_trajs(3, seed=5)
+
+    def step(batch, **kw):  # a fresh model each time, so every loss is of the same weights
+        model = tiny_model(0)
+        opt, sched = make_optimizer(model, OptimConfig(lr=1e-3))
+        return sft_step(model, opt, sched, batch, pad_id=PAD, **kw)
+
+    action_only = step(trajs)
+    everything = step(trajs, all_tokens=True)
+    n_real = sum(len(t.tokens()) - 1 for t in trajs)
+    assert everything["tokens"] == n_real > action_only["tokens"]
+    # now observation tokens are targets: changing one changes the loss
+    edited = copy.deepcopy(trajs)
+    turn = next(i for i, o in enumerate(edited[0].observation_ids) if o)
+    edited[0].observation_ids[turn][0] = (edited[0].observation_ids[turn][0] + 1) % VOCAB
+    changed = step(edited, all_tokens=True)
+    assert changed["loss"] != pytest.approx(everything["loss"], abs=1e-7)
