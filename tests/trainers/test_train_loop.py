@@ -21,7 +21,8 @@ SMALL = [
     "--set", "world.num_documents=600", "--set", "world.num_train_questions=100",
     "--set", "world.num_test_questions=20", "--set", "env.world_backend=bm25s",
     "--set", "model.tiny_vocab=800", "--set", "model.tiny_hidden=64",
-    "--set", "sft.demonstrations=16", "--set", "sft.steps=2", "--set", "sft.batch_size=8",
+    "--set", "sft.demonstrations=16", "--set", "sft.steps=2", "--set", "sft.lm_steps=2",
+    "--set", "sft.batch_size=8", "--set", "threads=1",
     "--set", "rl.tasks_per_iteration=2", "--set", "rl.group_size=3", "--set", "rl.max_new_tokens=12",
     "--set", "eval.episodes=4", "--set", "policy.micro_batch_tokens=4096",
 ]
