@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from creditgym.envs.jsonl import iter_jsonl_rows
 from creditgym.envs.task import Task
 from creditgym.errors import TaskFormatError
 
@@ -216,13 +217,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
             for i, row in enumerate(data):
                 yield f"{path} row {i}", row
             return
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TaskFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, row in iter_jsonl_rows(f, path, TaskFormatError):
             yield f"{path}:{lineno} row {lineno - 1}", row
 
 

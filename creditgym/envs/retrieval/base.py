@@ -12,11 +12,11 @@ line of ``contents``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
+from creditgym.envs.jsonl import iter_jsonl_rows
 from creditgym.errors import CorpusFormatError
 
 
@@ -71,13 +71,7 @@ def iter_corpus(path: str | Path) -> Iterator[tuple[str, str]]:
     if not path.is_file():
         raise CorpusFormatError(f"corpus file {path} does not exist")
     with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        for lineno, row in iter_jsonl_rows(f, path, CorpusFormatError):
             if not isinstance(row, dict) or "id" not in row or "contents" not in row:
                 raise CorpusFormatError(
                     f"{path}:{lineno}: each line needs the keys 'id' and 'contents' "
