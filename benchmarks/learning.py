@@ -32,8 +32,13 @@ CREDIT = {
 
 
 def config(base: dict, **overrides) -> TrainConfig:
-    data = {**base}
+    import copy
+
+    data = copy.deepcopy(base)
+    credit = overrides.pop("credit", None)
     _deep_update(data, overrides)
+    if credit is not None:  # replaced whole: options of one estimator mean nothing to another
+        data["credit"] = credit
     return from_dict(TrainConfig, data)
 
 

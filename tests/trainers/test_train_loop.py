@@ -87,3 +87,14 @@ def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path):
     # nothing written before the kill was lost or changed
     assert [t.to_dict() for t in after[: len(before)]] == [t.to_dict() for t in before]
     assert {t.group.split("/")[0] for t in after} == {"it0000", "it0001", "it0002", "it0003"}
+
+
+@pytest.mark.parametrize("credit", ["grpo", "igpo", "tempo", "oprl"])
+def test_every_estimator_trains_through_the_loop(tmp_path, credit):
+    run = tmp_path / credit
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=1", "--set", f"credit={credit}", *SMALL]) == 0
+    (row,) = rows(run)
+    assert row["credit/estimator"] == credit and "update/loss" in row
+    if credit == "oprl":  # the implicit PRM took its DPO step and was checkpointed
+        assert "prm/dpo_loss" in row and (run / "checkpoints" / "prm" / "latest").is_file()
