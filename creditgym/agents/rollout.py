@@ -108,27 +108,27 @@ async def rollout_one(
         tools = info.get("tools") if config.tools_in_template else None
         traj.prompt_messages = [dict(m) for m in messages]
         traj.prompt_ids = renderer.prompt_ids(messages, tools=tools)
-        length, anchor = len(traj.prompt_ids), info.get("anchor", obs)
+        running, anchor = list(traj.prompt_ids), info.get("anchor", obs)
         mismatches: list[int] = []
         while True:
-            budget = config.max_context_tokens - length
+            budget = config.max_context_tokens - len(running)
             if budget <= 0:
                 traj.truncated = True
                 break
             sampling = dataclasses.replace(
                 config.sampling, max_new_tokens=min(config.sampling.max_new_tokens, budget)
             )
-            completion = await batcher.generate(traj.tokens().tolist(), sampling)
+            completion = await batcher.generate(running, sampling)
             if completion.finish_reason == "error":
                 raise RuntimeError(f"backend error: {completion.error}")
             action = renderer.assistant_text(completion.token_ids)
             obs, reward, terminated, truncated, info = await _step(env, action)
-            length += len(completion.token_ids)
+            running += completion.token_ids
             ended = terminated or truncated
             obs_ids = [] if ended else renderer.observation_ids(obs, completion.token_ids)
-            if not ended and length + len(obs_ids) >= config.max_context_tokens:
+            if not ended and len(running) + len(obs_ids) >= config.max_context_tokens:
                 obs_ids, truncated, ended = [], True, True  # no room for the observation
-            length += len(obs_ids)
+            running += obs_ids
             _append_turn(traj, completion, action, obs, obs_ids, reward, anchor, info)
             anchor = info.get("anchor", obs)
             if ended:
@@ -137,7 +137,7 @@ async def rollout_one(
             messages += [{"role": "assistant", "content": action},
                          {"role": config.observation_role, "content": obs}]
             if config.check_prefix:
-                mismatch = renderer.first_mismatch(traj.tokens().tolist(), messages, tools=tools)
+                mismatch = renderer.first_mismatch(running, messages, tools=tools)
                 if mismatch is not None:
                     mismatches.append(mismatch.position)
         traj.metrics = dict(traj.turn_metrics[-1]) if traj.turn_metrics else {}
