@@ -54,6 +54,18 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
         return from_dict(cls, yaml.safe_load(f), where=str(path))
 
 
+def to_plain(value: Any) -> Any:
+    """A config as plain YAML/JSON data: dataclasses to dicts, tuples to lists (the inverse of
+    ``from_dict`` up to types), e.g. to record the settings a run used."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
 def _coerce(annotation: Any, value: Any, label: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from creditgym.config import to_plain
 from creditgym.trajectory import Trajectory
 
 
@@ -90,7 +90,7 @@ def run_eval(
         return first.pop() if first else make_env()
 
     meta = run_metadata(model=model, url=url, env_id=env_id, env_kwargs=env_kwargs, seed=seed,
-                        episodes=len(tasks), group=group, rollout=_jsonable(asdict(config)))
+                        episodes=len(tasks), group=group, rollout=to_plain(config))
     start = time.perf_counter()
     try:
         with TrajectoryWriter(out, meta) as writer:
@@ -104,6 +104,3 @@ def run_eval(
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))

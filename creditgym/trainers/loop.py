@@ -29,6 +29,7 @@ from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
 from creditgym.agents.hf_backend import TransformersBackend
 from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout
+from creditgym.config import to_plain
 from creditgym.credit.registry import estimate, make_config
 from creditgym.envs.factory import SEARCH_ENV_ID, env_factory
 from creditgym.evaluate import summarize
@@ -61,7 +62,7 @@ class Trainer:
 
     def _setup(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(self.cfg), sort_keys=False))
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
         self.make_train_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "train"})
         self.make_test_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "test"})
         self.train_tasks = list(self.make_train_env().unwrapped.tasks)
@@ -233,12 +234,3 @@ class Trainer:
         tmp.replace(path)
         (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")
 
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
