@@ -7,7 +7,7 @@ unknown keys with the valid ones listed, and ``--set section.key=value`` overrid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from creditgym.envs.world import WorldConfig
 from creditgym.trainers.optim import OptimConfig
@@ -26,6 +26,27 @@ class ModelConfig:
     """Hidden size of the tiny model."""
     tiny_vocab: int = 3000
     """Vocabulary of the tiny model's locally trained tokenizer."""
+    device: str = "auto"
+    """Where the trained model lives: ``auto`` (CUDA when available, else CPU), ``cpu``,
+    ``cuda``, ``cuda:1``... Weights stay float32; on CUDA the forward passes run under bf16
+    autocast."""
+
+
+@dataclass
+class RolloutBackendConfig:
+    """What generates the rollouts."""
+
+    backend: Literal["transformers", "vllm"] = "transformers"
+    """``transformers``: generation with the trained module itself (weights always in sync).
+    ``vllm``: an in-process vLLM engine (GPU only; ``pip install 'creditgym[vllm]'``) that gets
+    the new weights through ``load_weights`` after every update. An HTTP policy server
+    (``creditgym serve-policy`` / ``vllm serve``) cannot be trained: it has no weight-update path."""
+    gpu_memory_utilization: float = 0.35
+    """vLLM's share of the GPU memory (the rest is left to the trainer's model and optimiser)."""
+    max_model_len: int | None = None
+    """vLLM's context length (None: the model's; lower it to save KV-cache memory)."""
+    enforce_eager: bool = False
+    """Run vLLM without CUDA graphs (slower, starts sooner, less memory)."""
 
 
 @dataclass
@@ -36,6 +57,16 @@ class SFTConfig:
     """Expert episodes recorded on the training split."""
     early_answer_prob: float = 0.5
     """Imperfection of the expert: after each non-final hop, the chance it answers too early."""
+    skip_search_prob: float = 0.0
+    """Imperfection of the expert: the chance it gives up at the first turn, answering
+    "unknown" without searching (a policy imitating it searches only part of the time)."""
+    demo_worlds: int = 0
+    """Record the demonstrations in this many other worlds (seeds ``world.seed + 1`` onwards,
+    same shape, indexed with ``demo_backend``) instead of the training world. Their names never
+    recur in the training or test questions, so a small model must learn to copy names from
+    context rather than memorise answers (0: demonstrate on the training split)."""
+    demo_backend: str = "bm25s"
+    """Retrieval backend of the demonstration worlds (bm25s indexes a small world in a second)."""
     lm_steps: int = 0
     """First phase: steps of language modelling on whole demonstration transcripts (every
     token a target), which teaches a small model to copy names from context much sooner."""
@@ -99,6 +130,8 @@ class TrainConfig:
     """Extra ``SearchEnv`` options (the split is set by the trainer)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy."""
+    rollout: RolloutBackendConfig = field(default_factory=RolloutBackendConfig)
+    """The generation backend of rollouts and evaluations."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """The warm start."""
     rl: RLConfig = field(default_factory=RLConfig)

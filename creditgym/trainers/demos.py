@@ -21,7 +21,8 @@ from creditgym.trajectory import Trajectory
 
 def record_expert_episode(
     env: gymnasium.Env, task: Task, renderer: ChatRenderer, *, seed: int, traj_id: str,
-    early_answer_prob: float = 0.0, rng: random.Random | None = None, system_prompt: bool = True,
+    early_answer_prob: float = 0.0, skip_search_prob: float = 0.0, rng: random.Random | None = None,
+    system_prompt: bool = True,
 ) -> Trajectory:
     obs, info = env.reset(seed=seed, options={"task": task})
     messages = []
@@ -32,7 +33,8 @@ def record_expert_episode(
                       prompt_ids=renderer.prompt_ids(messages), prompt_messages=messages)
     anchor, turn, done = info.get("anchor", obs), 0, False
     while not done:
-        action = expert_action(task, turn, obs, early_answer_prob=early_answer_prob, rng=rng)
+        action = expert_action(task, turn, obs, early_answer_prob=early_answer_prob,
+                               skip_search_prob=skip_search_prob, rng=rng)
         action_ids = renderer.encode(action)
         obs, reward, terminated, truncated, info = env.step(action)
         done = terminated or truncated
@@ -52,8 +54,8 @@ def record_expert_episode(
 
 def expert_demonstrations(
     make_env: Callable[[], gymnasium.Env], tasks: Sequence[Task], renderer: ChatRenderer, *,
-    count: int, early_answer_prob: float, seed: int = 0, progress: bool = False,
-    system_prompt: bool = True,
+    count: int, early_answer_prob: float, skip_search_prob: float = 0.0, seed: int = 0,
+    progress: bool = False, system_prompt: bool = True, id_prefix: str = "demo/",
 ) -> list[Trajectory]:
     """``count`` expert episodes over ``tasks`` (cycled, shuffled with ``seed``)."""
     rng = random.Random(seed)
@@ -67,7 +69,7 @@ def expert_demonstrations(
         iterator = tqdm(iterator, desc="expert demonstrations", unit="episode")
     return [
         record_expert_episode(env, order[i % len(order)], renderer, seed=seed + i,
-                              traj_id=f"demo/{i}", early_answer_prob=early_answer_prob, rng=rng,
-                              system_prompt=system_prompt)
+                              traj_id=f"{id_prefix}{i}", early_answer_prob=early_answer_prob,
+                              skip_search_prob=skip_search_prob, rng=rng, system_prompt=system_prompt)
         for i in iterator
     ]

@@ -27,7 +27,6 @@ import yaml
 
 from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
-from creditgym.agents.hf_backend import TransformersBackend
 from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout
 from creditgym.config import to_plain
 from creditgym.credit.registry import estimate, make_config
@@ -37,7 +36,12 @@ from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from creditgym.trainers.config import TrainConfig
 from creditgym.trainers.demos import expert_demonstrations
-from creditgym.trainers.model_setup import credit_inputs, load_policy
+from creditgym.trainers.model_setup import (
+    credit_inputs,
+    demo_world_configs,
+    load_policy,
+    make_rollout_backend,
+)
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
 from creditgym.trainers.sft import sft_step
@@ -72,7 +76,8 @@ class Trainer:
         self.model, self.tokenizer = load_policy(self.cfg, self.run_dir, probe_env, self.log)
         self.pad_id = self.tokenizer.pad_token_id
         self.renderer = ChatRenderer(self.tokenizer)
-        self.backend = TransformersBackend(self.model, tokenizer=self.tokenizer, seed=self.cfg.seed)
+        self._backend = None
+        self.ref_model = None
         iters = self.cfg.rl.iterations * self.cfg.policy.ppo_epochs * self.cfg.policy.mini_batches
         self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
         self.credit = make_config(self.cfg.credit)
@@ -81,6 +86,33 @@ class Trainer:
             self.prm = copy.deepcopy(self.model)
             self.prm_optimizer, self.prm_scheduler = make_optimizer(
                 self.prm, self.cfg.optim(self.cfg.prm_lr, self.cfg.rl.iterations))
+
+    @property
+    def backend(self):
+        """The rollout backend, built on first use (after the warm start: vLLM loads a folder)."""
+        if self._backend is None:
+            self._backend = make_rollout_backend(self.cfg, self.model, self.tokenizer,
+                                                 self.run_dir / "sft-model")
+        return self._backend
+
+    def _sync_weights(self) -> None:
+        # The transformers backend generates with self.model itself; anything else gets a copy.
+        if getattr(self.backend, "model", None) is not self.model:
+            self.backend.load_weights(self.model.state_dict())
+
+    def _reference(self):
+        """The frozen KL reference (the warm-started policy), loaded only when kl_coef > 0."""
+        if self.cfg.policy.kl_coef <= 0:
+            return None
+        if self.ref_model is None:
+            from transformers import AutoModelForCausalLM
+
+            sft_dir = self.run_dir / "sft-model"
+            path = sft_dir if (sft_dir / "config.json").exists() else (
+                self.cfg.model.path or self.run_dir / "base-model")
+            self.ref_model = AutoModelForCausalLM.from_pretrained(str(path)).to(
+                next(self.model.parameters()).device).requires_grad_(False)
+        return self.ref_model
 
     def _test_env(self):
         return self._test_envs.pop() if self._test_envs else self.make_test_env()
@@ -91,11 +123,13 @@ class Trainer:
         sft = self.cfg.sft
         if sft.steps + sft.lm_steps <= 0:
             return {}
-        env = self.make_train_env()
-        demos = expert_demonstrations(
-            lambda: env, self.train_tasks, self.renderer, count=sft.demonstrations,
-            early_answer_prob=sft.early_answer_prob, seed=self.cfg.seed, progress=self.progress,
-            system_prompt=self.cfg.system_prompt)
+        demos = self._demonstrations()
+        # Kept with the run, so what the warm start imitated can be replayed and inspected.
+        path = self.run_dir / "demonstrations.jsonl"
+        path.unlink(missing_ok=True)  # a warm start is redone whole; never append to a half one
+        with TrajectoryWriter(path, run_metadata(phase="sft")) as writer:
+            for demo in demos:
+                writer.write(demo)
         total = sft.lm_steps + sft.steps
         optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, total))
         rng = random.Random(self.cfg.seed)
@@ -118,6 +152,27 @@ class Trainer:
         self.tokenizer.save_pretrained(self.run_dir / "sft-model")
         return {"sft_loss": metrics.get("loss", float("nan")),
                 "sft_demo_success": sum(bool(d.success) for d in demos) / len(demos)}
+
+    def _demonstrations(self) -> list:
+        """Expert episodes on the training split, or spread over ``sft.demo_worlds`` worlds."""
+        sft = self.cfg.sft
+        sources = [(self.make_train_env, self.train_tasks)]
+        if worlds := demo_world_configs(self.cfg):
+            kwargs = {**self.cfg.env, "world_backend": sft.demo_backend, "split": "train"}
+            sources = []
+            for world in worlds:
+                make_env = env_factory(SEARCH_ENV_ID, {**kwargs, "world": dataclasses.asdict(world)})
+                sources.append((make_env, list(make_env().unwrapped.tasks)))
+        demos = []
+        for k, (make_env, tasks) in enumerate(sources):
+            count = sft.demonstrations // len(sources) + (k < sft.demonstrations % len(sources))
+            env = make_env()
+            demos += expert_demonstrations(
+                lambda: env, tasks, self.renderer, count=count, seed=self.cfg.seed + k,
+                early_answer_prob=sft.early_answer_prob, skip_search_prob=sft.skip_search_prob,
+                progress=self.progress, system_prompt=self.cfg.system_prompt,
+                id_prefix=f"demo/{k}/")
+        return demos
 
     def evaluate(self, name: str) -> dict[str, float]:
         ev = self.cfg.eval
@@ -163,7 +218,8 @@ class Trainer:
         t1 = time.perf_counter()
         update = policy_update(self.model, self.optimizer, self.scheduler, ok,
                                dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
-                               pad_id=self.pad_id)
+                               ref_model=self._reference(), pad_id=self.pad_id)
+        self._sync_weights()
         summary = summarize(trajs)
         row = {"iteration": it, **{f"rollout/{k}": v for k, v in summary.items()},
                **{f"credit/{k}": v for k, v in result.diagnostics.items()},
@@ -208,7 +264,8 @@ class Trainer:
         from creditgym.trainers.plot import plot_run
 
         plot = plot_run(self.run_dir)
-        self.backend.close()
+        if self._backend is not None:
+            self._backend.close()
         return {"before": self.evals["before"], "after": self.evals["after"], "plot": str(plot),
                 "run_dir": str(self.run_dir)}
 

@@ -17,13 +17,25 @@ import numpy as np
 from creditgym.trajectory import Trajectory
 
 
-def world_texts(env: Any, world_config: Any) -> list[str]:
-    """Texts the tiny tokenizer learns: documents, questions, and the agent's instructions."""
+def demo_world_configs(cfg: Any) -> list[Any]:
+    """The worlds the warm-start demonstrations come from (``sft.demo_worlds`` of them, seeds
+    after the training world's), or none: then the training split itself is demonstrated."""
+    import dataclasses
+
+    return [dataclasses.replace(cfg.world, seed=cfg.world.seed + 1 + k)
+            for k in range(cfg.sft.demo_worlds)]
+
+
+def world_texts(env: Any, world_configs: Sequence[Any]) -> list[str]:
+    """Texts the tiny tokenizer learns: the worlds' documents and training questions, and the
+    agent's instructions (test questions stay out: nothing is fitted to the held-out split)."""
     from creditgym.envs.world import World
 
-    world = World.generate(world_config)
-    texts = [doc["contents"] for doc in world.iter_documents()]
-    texts += [t.question for split in ("train", "test") for t in world.questions(split)]
+    texts: list[str] = []
+    for config in world_configs:
+        world = World.generate(config)
+        texts += [doc["contents"] for doc in world.iter_documents()]
+        texts += [t.question for t in world.questions("train")]
     _, info = env.reset(seed=0)
     return texts + [info["system_prompt"]] * 20
 
@@ -41,11 +53,44 @@ def load_policy(cfg: Any, run_dir: Path, env: Any, log: Callable[[str], None]):
             tiny = TinyModelConfig(
                 vocab_size=m.tiny_vocab, hidden_size=m.tiny_hidden, num_layers=m.tiny_layers,
                 intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed)
-            build_tiny_model(path, world_texts(env, cfg.world), tiny, overwrite=True)
+            texts = world_texts(env, [cfg.world, *demo_world_configs(cfg)])
+            build_tiny_model(path, texts, tiny, overwrite=True)
             log(f"built a tiny model in {path}")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    model = AutoModelForCausalLM.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).to(training_device(cfg.model.device))
     return model, tokenizer
+
+
+def training_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from creditgym.errors import ConfigError
+
+        raise ConfigError(f"model.device={name!r}: torch sees no CUDA GPU here; use 'auto' or 'cpu'")
+    return device
+
+
+def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, sft_dir: Path):
+    """The configured generation backend over the current policy weights."""
+    rollout = cfg.rollout
+    if rollout.backend == "transformers":
+        from creditgym.agents.hf_backend import TransformersBackend
+
+        return TransformersBackend(model, tokenizer=tokenizer, seed=cfg.seed)
+    from creditgym.agents.vllm_backend import VLLMBackend
+
+    # vLLM loads from a folder: the warm-started model when there is one, then gets the
+    # trainer's current weights (a resumed run's checkpoint) through load_weights.
+    path = sft_dir if (sft_dir / "config.json").exists() else (cfg.model.path or sft_dir.parent / "base-model")
+    backend = VLLMBackend(str(path), gpu_memory_utilization=rollout.gpu_memory_utilization,
+                          max_model_len=rollout.max_model_len, enforce_eager=rollout.enforce_eager,
+                          seed=cfg.seed)
+    backend.load_weights(model.state_dict())
+    return backend
 
 
 def credit_inputs(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[dict | None, dict]:

@@ -98,3 +98,29 @@ def test_every_estimator_trains_through_the_loop(tmp_path, credit):
     assert row["credit/estimator"] == credit and "update/loss" in row
     if credit == "oprl":  # the implicit PRM took its DPO step and was checkpointed
         assert "prm/dpo_loss" in row and (run / "checkpoints" / "prm" / "latest").is_file()
+
+
+def test_demonstration_worlds_imperfect_expert_and_kl_reference(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=1", *SMALL, "--set", "sft.demo_worlds=2",
+                 "--set", "sft.skip_search_prob=0.5", "--set", "policy.kl_coef=0.1"]) == 0
+    demos = read_trajectories(run / "demonstrations.jsonl")
+    assert len(demos) == 16
+    # demonstrations come from the two worlds after the training world, never from it
+    assert {t.task["metadata"]["world_seed"] for t in demos} == {1, 2}
+    gave_up = [t for t in demos if t.actions[0] == "<answer> unknown </answer>"]
+    assert 0 < len(gave_up) < len(demos)
+    (row,) = rows(run)
+    assert row["update/kl_ref"] >= 0.0  # the KL term ran against the frozen warm start
+
+
+def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={tmp_path}",
+                 *SMALL, "--set", "model.device=cuda"]) == 2
+    assert "model.device='cuda'" in capsys.readouterr().err

@@ -18,7 +18,8 @@ UNKNOWN = "unknown"
 
 def expert_action(
     task: Task, turn: int, observation: str, *, syntax: str = "xml",
-    early_answer_prob: float = 0.0, rng: random.Random | None = None,
+    early_answer_prob: float = 0.0, skip_search_prob: float = 0.0,
+    rng: random.Random | None = None,
 ) -> str:
     """The expert's action at ``turn`` (0-based), given the observation it has just seen.
 
@@ -26,8 +27,11 @@ def expert_action(
     search that is not the last hop, with this probability it answers with the entity it has just
     found (a bridge entity, so the answer is wrong) instead of searching on. A policy imitating it
     can call tools but stops too early on multi-hop questions, which is what RL has to fix.
+    ``skip_search_prob`` is the chance that at turn 0 it gives up without searching ("unknown").
     """
     chain = task.metadata["chain"]
+    if turn == 0 and skip_search_prob > 0 and (rng or random).random() < skip_search_prob:
+        return _call(syntax, "answer", UNKNOWN)
     if turn > 0 and chain[turn - 1]["answer"] not in observation:
         return _call(syntax, "answer", UNKNOWN)  # retrieval missed the hop's document
     if turn < len(chain):
