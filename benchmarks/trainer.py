@@ -9,11 +9,13 @@ tokens (half prompt/observations, half actions, every action token trained): for
 clipping and the optimiser step, exactly as ``creditgym train`` runs them. The model-FLOPs share
 counts ``6 * params * tokens`` plus attention ``12 * layers * hidden * seq_len * tokens`` (causal,
 halved) against the chip's dense bf16 peak (``--peak-tflops``; default looked up by device name).
+Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -110,7 +112,10 @@ def main() -> None:
         dt = (time.perf_counter() - t0) / args.steps
         tokens = args.batch * seq_len
         flops = 6 * params * tokens + 6 * cfg.num_hidden_layers * cfg.hidden_size * seq_len * tokens
-        mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        if device.type == "cuda":
+            mem = torch.cuda.max_memory_allocated(device) / 2**30
+        else:  # the process's peak resident set (Linux reports KiB)
+            mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         share = f"{100 * flops / dt / 1e12 / peak:.1f}" if peak else "-"
         print(f"{seq_len:>8} {tokens / dt:>10,.0f} {tokens / 2 / dt:>14,.0f} {dt:>9.3f} "
               f"{mem:>13.2f} {flops / dt / 1e12:>8.2f} {share:>12}")

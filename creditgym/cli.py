@@ -154,7 +154,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     for col in ("", "success", "EM", "F1", "searches / question", "turns"):
         table.add_column(col, justify="right")
     for name in ("before", "after"):
-        m = result[name]
+        if (m := result[name]) is None:  # eval.before: false
+            continue
         table.add_row(name + (" RL (after SFT)" if name == "before" else " RL"), f"{m['success']:.3f}",
                       f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['searches']:.2f}", f"{m['turns']:.2f}")
     Console().print(table)

@@ -26,6 +26,8 @@ class ModelConfig:
     """Hidden size of the tiny model."""
     tiny_vocab: int = 3000
     """Vocabulary of the tiny model's locally trained tokenizer."""
+    tiny_init_std: float = 0.1
+    """Std of the tiny model's weight initialisation (see ``TinyModelConfig.initializer_range``)."""
     device: str = "auto"
     """Where the trained model lives: ``auto`` (CUDA when available, else CPU), ``cpu``,
     ``cuda``, ``cuda:1``... Weights stay float32; on CUDA the forward passes run under bf16
@@ -108,6 +110,8 @@ class EvalConfig:
     """Sampling temperature (1.0 measures the policy as it samples; 0 is greedy)."""
     every: int = 0
     """Evaluate every N iterations as well (0: only before and after)."""
+    before: bool = True
+    """Evaluate before RL (runs that start from an already evaluated model may skip it)."""
 
 
 @dataclass

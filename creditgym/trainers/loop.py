@@ -31,6 +31,7 @@ from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout
 from creditgym.config import to_plain
 from creditgym.credit.registry import estimate, make_config
 from creditgym.envs.factory import SEARCH_ENV_ID, env_factory
+from creditgym.errors import ConfigError
 from creditgym.evaluate import summarize
 from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -65,6 +66,11 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _setup(self) -> None:
+        if not self.resume and (self.run_dir / "checkpoints").exists():
+            raise ConfigError(
+                f"run_dir {self.run_dir} already holds a run (it has checkpoints/); pass --resume "
+                "to continue it, or start a new run elsewhere with --set run_dir=NEW_DIR "
+                "(nothing there was changed)")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
         self.make_train_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "train"})
@@ -246,7 +252,8 @@ class Trainer:
             self.log(f"resumed from {latest} at iteration {start}")
         else:
             self.evals["warm_start"] = self.warm_start()
-            self.evaluate("before")
+            if self.cfg.eval.before:
+                self.evaluate("before")
             self._checkpoint(ckpt_dir, 0)
         self._write_history()
         with TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir))) as w:
@@ -266,7 +273,7 @@ class Trainer:
         plot = plot_run(self.run_dir)
         if self._backend is not None:
             self._backend.close()
-        return {"before": self.evals["before"], "after": self.evals["after"], "plot": str(plot),
+        return {"before": self.evals.get("before"), "after": self.evals["after"], "plot": str(plot),
                 "run_dir": str(self.run_dir)}
 
     def _checkpoint(self, ckpt_dir: Path, iteration: int) -> None:

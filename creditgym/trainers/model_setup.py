@@ -52,7 +52,8 @@ def load_policy(cfg: Any, run_dir: Path, env: Any, log: Callable[[str], None]):
             m = cfg.model
             tiny = TinyModelConfig(
                 vocab_size=m.tiny_vocab, hidden_size=m.tiny_hidden, num_layers=m.tiny_layers,
-                intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed)
+                intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed,
+                initializer_range=m.tiny_init_std)
             texts = world_texts(env, [cfg.world, *demo_world_configs(cfg)])
             build_tiny_model(path, texts, tiny, overwrite=True)
             log(f"built a tiny model in {path}")

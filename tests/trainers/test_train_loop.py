@@ -47,6 +47,11 @@ def test_two_iteration_run_writes_everything(tmp_path):
     trajs = read_trajectories(run / "rollouts.jsonl")
     assert len(trajs) == 12 and all(t.advantages is None or len(t.advantages) for t in trajs)
     assert [d for d in verify_trajectories(trajs[:3]) if d.kind == "diverged"] == []
+    # the same run_dir again without --resume is refused, and the run there is left untouched
+    before = (run / "rollouts.jsonl").read_bytes()
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=2", *SMALL]) == 2
+    assert (run / "rollouts.jsonl").read_bytes() == before
 
 
 def test_unknown_config_key_lists_the_valid_ones(capsys):
