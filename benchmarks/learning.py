@@ -12,6 +12,7 @@ Expect minutes per run on a CPU; this script prints, it does not assert.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -58,6 +59,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/learning")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE")
     parser.add_argument("--jobs", type=int, default=2, help="RL runs in parallel (1 thread each)")
+    parser.add_argument("--from-run", default=None,
+                        help="start every run from RUN_DIR/sft-model (a finished creditgym train "
+                             "run) instead of running a warm start here")
     parser.add_argument("--warm-start-per-seed", action="store_true",
                         help="a warm start per seed (default: one, shared by every run)")
     args = parser.parse_args()
@@ -72,6 +76,11 @@ def main() -> None:
     out_dir = Path(args.out)
     warm_seeds = seeds if args.warm_start_per_seed else seeds[:1]
     warm = {}
+    if args.from_run:  # reuse a finished run's warm start and its "before" evaluation
+        run = Path(args.from_run)
+        before = json.loads((run / "evals.json").read_text())["before"]["success"]
+        warm = {seed: (run / "sft-model", before) for seed in seeds}
+        warm_seeds = []
     for seed in warm_seeds:  # the SFT warm start, evaluated once ("before RL")
         path = out_dir / f"warm-start-seed{seed}"
         out = Trainer(config(base, seed=seed, run_dir=str(path), rl={"iterations": 0}),
@@ -80,7 +89,7 @@ def main() -> None:
         print(f"warm start seed {seed}: held-out success {out['before']['success']:.3f}", flush=True)
     jobs = []
     for seed in seeds:
-        model, before = warm[seed if args.warm_start_per_seed else seeds[0]]
+        model, before = warm[seed if args.warm_start_per_seed or args.from_run else seeds[0]]
         for method in methods:
             cfg = config(base, seed=seed, run_dir=str(out_dir / f"seed{seed}" / method),
                          credit=CREDIT[method], model={"path": str(model)}, threads=1,
@@ -96,7 +105,6 @@ def main() -> None:
             results.setdefault(method, []).append((before, after["success"], after["searches"]))
             print(f"seed {seed} {method:6s} success {before:.3f} -> {after['success']:.3f}",
                   flush=True)
-    befores = [b for _, b in warm.values()]
 
     def ms(values: list[float]) -> str:
         sd = statistics.stdev(values) if len(values) > 1 else 0.0

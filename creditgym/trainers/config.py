@@ -72,6 +72,10 @@ class SFTConfig:
     lm_steps: int = 0
     """First phase: steps of language modelling on whole demonstration transcripts (every
     token a target), which teaches a small model to copy names from context much sooner."""
+    lm_perfect_expert: bool = True
+    """The language-modelling phase reads a perfect expert's transcripts (the expert's
+    imperfection would only thin out the searches and passages it learns to read); the
+    action phase then imitates the imperfect expert on ``steps * batch_size`` episodes."""
     steps: int = 150
     """Second phase: steps on the actions only (0 with lm_steps 0: no warm start)."""
     batch_size: int = 32

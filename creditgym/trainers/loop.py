@@ -129,12 +129,18 @@ class Trainer:
         sft = self.cfg.sft
         if sft.steps + sft.lm_steps <= 0:
             return {}
-        demos = self._demonstrations()
+        # Language modelling (reading and copying) reads a perfect expert when lm_perfect_expert;
+        # the imperfect habits RL must unlearn come only with the action-phase demonstrations.
+        split = sft.lm_perfect_expert and sft.lm_steps > 0 and sft.steps > 0
+        lm_demos = self._demonstrations(sft.demonstrations, imperfect=not split)
+        act_demos = (self._demonstrations(min(sft.demonstrations, sft.steps * sft.batch_size),
+                                          imperfect=True, first_seed=len(lm_demos))
+                     if split else lm_demos)
         # Kept with the run, so what the warm start imitated can be replayed and inspected.
         path = self.run_dir / "demonstrations.jsonl"
         path.unlink(missing_ok=True)  # a warm start is redone whole; never append to a half one
-        with TrajectoryWriter(path, run_metadata(phase="sft")) as writer:
-            for demo in demos:
+        with TrajectoryWriter(path, run_metadata(phase="sft", lm_perfect_expert=split)) as writer:
+            for demo in lm_demos + (act_demos if split else []):
                 writer.write(demo)
         total = sft.lm_steps + sft.steps
         optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, total))
@@ -146,6 +152,7 @@ class Trainer:
             steps = tqdm(steps, desc="SFT warm start", unit="step")
         metrics: dict[str, float] = {}
         for step in steps:
+            demos = lm_demos if step < sft.lm_steps else act_demos
             batch = rng.sample(demos, min(sft.batch_size, len(demos)))
             metrics = sft_step(self.model, optimizer, scheduler, batch, pad_id=self.pad_id,
                                micro_batch_tokens=self.cfg.policy.micro_batch_tokens,
@@ -157,10 +164,11 @@ class Trainer:
         self.model.save_pretrained(self.run_dir / "sft-model")
         self.tokenizer.save_pretrained(self.run_dir / "sft-model")
         return {"sft_loss": metrics.get("loss", float("nan")),
-                "sft_demo_success": sum(bool(d.success) for d in demos) / len(demos)}
+                "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}
 
-    def _demonstrations(self) -> list:
-        """Expert episodes on the training split, or spread over ``sft.demo_worlds`` worlds."""
+    def _demonstrations(self, total: int, *, imperfect: bool, first_seed: int = 0) -> list:
+        """``total`` expert episodes on the training split, or spread over ``sft.demo_worlds``
+        worlds; with the configured imperfection or, ``imperfect=False``, without it."""
         sft = self.cfg.sft
         sources = [(self.make_train_env, self.train_tasks)]
         if worlds := demo_world_configs(self.cfg):
@@ -171,13 +179,15 @@ class Trainer:
                 sources.append((make_env, list(make_env().unwrapped.tasks)))
         demos = []
         for k, (make_env, tasks) in enumerate(sources):
-            count = sft.demonstrations // len(sources) + (k < sft.demonstrations % len(sources))
+            count = total // len(sources) + (k < total % len(sources))
             env = make_env()
             demos += expert_demonstrations(
-                lambda: env, tasks, self.renderer, count=count, seed=self.cfg.seed + k,
-                early_answer_prob=sft.early_answer_prob, skip_search_prob=sft.skip_search_prob,
-                progress=self.progress, system_prompt=self.cfg.system_prompt,
-                id_prefix=f"demo/{k}/")
+                lambda: env, tasks, self.renderer, count=count,
+                seed=self.cfg.seed + first_seed + k, progress=self.progress,
+                early_answer_prob=sft.early_answer_prob if imperfect else 0.0,
+                skip_search_prob=sft.skip_search_prob if imperfect else 0.0,
+                system_prompt=self.cfg.system_prompt,
+                id_prefix=f"demo/{'act' if imperfect else 'lm'}{first_seed}/{k}/")
         return demos
 
     def evaluate(self, name: str) -> dict[str, float]:

@@ -111,11 +111,15 @@ def test_demonstration_worlds_imperfect_expert_and_kl_reference(tmp_path):
                  "--set", "rl.iterations=1", *SMALL, "--set", "sft.demo_worlds=2",
                  "--set", "sft.skip_search_prob=0.5", "--set", "policy.kl_coef=0.1"]) == 0
     demos = read_trajectories(run / "demonstrations.jsonl")
-    assert len(demos) == 16
+    lm = [t for t in demos if t.id.startswith("demo/lm")]
+    act = [t for t in demos if t.id.startswith("demo/act")]
+    assert len(lm) == 16 and len(act) == 16  # act: sft.steps x sft.batch_size episodes
     # demonstrations come from the two worlds after the training world, never from it
     assert {t.task["metadata"]["world_seed"] for t in demos} == {1, 2}
-    gave_up = [t for t in demos if t.actions[0] == "<answer> unknown </answer>"]
-    assert 0 < len(gave_up) < len(demos)
+    gave_up = [t for t in act if t.actions[0] == "<answer> unknown </answer>"]
+    assert 0 < len(gave_up) < len(act)
+    # the language-modelling phase reads the perfect expert: it always searches first
+    assert all(t.actions[0].startswith("<search>") for t in lm)
     (row,) = rows(run)
     assert row["update/kl_ref"] >= 0.0  # the KL term ran against the frozen warm start
 
