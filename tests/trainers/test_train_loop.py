@@ -43,6 +43,10 @@ def test_two_iteration_run_writes_everything(tmp_path):
     evals = json.loads((run / "evals.json").read_text())
     assert {"before", "after", "warm_start"} <= set(evals)
     assert (run / "learning_curves.png").stat().st_size > 10_000
+    # the held-out evaluations after RL still reach the index (closing one evaluation's
+    # environments once closed the shared retriever, and every later search failed)
+    for name in ("eval-before.jsonl", "eval-after.jsonl"):
+        assert not any("is closed" in o for t in read_trajectories(run / name) for o in t.observations)
     assert (run / "checkpoints" / "latest").is_file()
     trajs = read_trajectories(run / "rollouts.jsonl")
     assert len(trajs) == 12 and all(t.advantages is None or len(t.advantages) for t in trajs)
