@@ -12,7 +12,6 @@ Expect minutes per run on a CPU; this script prints, it does not assert.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from creditgym.cli import _deep_update, parse_assignments  # noqa: E402
 from creditgym.config import from_dict  # noqa: E402
+from creditgym.replay import read_trajectories  # noqa: E402
 from creditgym.trainers.config import TrainConfig  # noqa: E402
 from creditgym.trainers.loop import Trainer  # noqa: E402
 
@@ -78,7 +78,10 @@ def main() -> None:
     warm = {}
     if args.from_run:  # reuse a finished run's warm start and its "before" evaluation
         run = Path(args.from_run)
-        before = json.loads((run / "evals.json").read_text())["before"]["success"]
+        # the warm start's success on the same first eval.episodes questions the runs evaluate
+        episodes = config(base).eval.episodes
+        firsts = read_trajectories(run / "eval-before.jsonl")[:episodes]
+        before = sum(bool(t.success) for t in firsts) / len(firsts)
         warm = {seed: (run / "sft-model", before) for seed in seeds}
         warm_seeds = []
     for seed in warm_seeds:  # the SFT warm start, evaluated once ("before RL")
