@@ -80,7 +80,9 @@ def main() -> None:
         run = Path(args.from_run)
         # the warm start's success on the same first eval.episodes questions the runs evaluate
         episodes = config(base).eval.episodes
-        firsts = read_trajectories(run / "eval-before.jsonl")[:episodes]
+        # (the file is in completion order, so pick the questions by task id, not by line)
+        firsts = sorted(read_trajectories(run / "eval-before.jsonl"), key=lambda t: t.group)
+        firsts = firsts[:episodes]
         before = sum(bool(t.success) for t in firsts) / len(firsts)
         warm = {seed: (run / "sft-model", before) for seed in seeds}
         warm_seeds = []
