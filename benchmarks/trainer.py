@@ -31,7 +31,7 @@ from creditgym.trajectory import Trajectory
 
 SHAPES = {
     # name: (vocab, hidden, intermediate, layers, heads, kv_heads)
-    "tiny": (1500, 128, 384, 2, 4, 4),  # configs/default.yaml's policy
+    "tiny": (1500, 128, 384, 4, 4, 4),  # configs/default.yaml's policy
     "0.5b": (151_936, 896, 4864, 24, 14, 2),  # Qwen2.5-0.5B's shape
 }
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
