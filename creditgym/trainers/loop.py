@@ -42,6 +42,7 @@ from creditgym.trainers.model_setup import (
     demo_world_configs,
     load_policy,
     make_rollout_backend,
+    starting_model_dir,
 )
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
@@ -84,6 +85,7 @@ class Trainer:
         self.renderer = ChatRenderer(self.tokenizer)
         self._backend = None
         self.ref_model = None
+        self._sources = None
         iters = self.cfg.rl.iterations * self.cfg.policy.ppo_epochs * self.cfg.policy.mini_batches
         self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
         self.credit = make_config(self.cfg.credit)
@@ -97,8 +99,7 @@ class Trainer:
     def backend(self):
         """The rollout backend, built on first use (after the warm start: vLLM loads a folder)."""
         if self._backend is None:
-            self._backend = make_rollout_backend(self.cfg, self.model, self.tokenizer,
-                                                 self.run_dir / "sft-model")
+            self._backend = make_rollout_backend(self.cfg, self.model, self.tokenizer, self.run_dir)
         return self._backend
 
     def _sync_weights(self) -> None:
@@ -113,9 +114,7 @@ class Trainer:
         if self.ref_model is None:
             from transformers import AutoModelForCausalLM
 
-            sft_dir = self.run_dir / "sft-model"
-            path = sft_dir if (sft_dir / "config.json").exists() else (
-                self.cfg.model.path or self.run_dir / "base-model")
+            path = starting_model_dir(self.cfg, self.run_dir)
             self.ref_model = AutoModelForCausalLM.from_pretrained(str(path)).to(
                 next(self.model.parameters()).device).requires_grad_(False)
         return self.ref_model
@@ -166,23 +165,27 @@ class Trainer:
         return {"sft_loss": metrics.get("loss", float("nan")),
                 "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}
 
+    def _demo_sources(self) -> list:
+        """(environment, tasks) per demonstration world, or the training split's; built once."""
+        if self._sources is None:
+            worlds = demo_world_configs(self.cfg)
+            kwargs = {**self.cfg.env, "world_backend": self.cfg.sft.demo_backend, "split": "train"}
+            envs = [env_factory(SEARCH_ENV_ID, {**kwargs, "world": dataclasses.asdict(w)})()
+                    for w in worlds]
+            self._sources = ([(env, list(env.unwrapped.tasks)) for env in envs]
+                             or [(self.make_train_env(), self.train_tasks)])
+        return self._sources
+
     def _demonstrations(self, total: int, *, imperfect: bool, first_seed: int = 0) -> list:
         """``total`` expert episodes on the training split, or spread over ``sft.demo_worlds``
         worlds; with the configured imperfection or, ``imperfect=False``, without it."""
         sft = self.cfg.sft
-        sources = [(self.make_train_env, self.train_tasks)]
-        if worlds := demo_world_configs(self.cfg):
-            kwargs = {**self.cfg.env, "world_backend": sft.demo_backend, "split": "train"}
-            sources = []
-            for world in worlds:
-                make_env = env_factory(SEARCH_ENV_ID, {**kwargs, "world": dataclasses.asdict(world)})
-                sources.append((make_env, list(make_env().unwrapped.tasks)))
+        sources = self._demo_sources()
         demos = []
-        for k, (make_env, tasks) in enumerate(sources):
+        for k, (env, tasks) in enumerate(sources):
             count = total // len(sources) + (k < total % len(sources))
-            env = make_env()
             demos += expert_demonstrations(
-                lambda: env, tasks, self.renderer, count=count,
+                lambda env=env: env, tasks, self.renderer, count=count,
                 seed=self.cfg.seed + first_seed + k, progress=self.progress,
                 early_answer_prob=sft.early_answer_prob if imperfect else 0.0,
                 skip_search_prob=sft.skip_search_prob if imperfect else 0.0,

@@ -62,6 +62,15 @@ def load_policy(cfg: Any, run_dir: Path, env: Any, log: Callable[[str], None]):
     return model, tokenizer
 
 
+def starting_model_dir(cfg: Any, run_dir: Path) -> Path:
+    """The policy RL starts from: the run's warm start when there is one, else the loaded or
+    built base model (what vLLM loads first and what the KL reference is)."""
+    sft_dir = run_dir / "sft-model"
+    if (sft_dir / "config.json").exists():
+        return sft_dir
+    return Path(cfg.model.path) if cfg.model.path else run_dir / "base-model"
+
+
 def training_device(name: str):
     import torch
 
@@ -75,7 +84,7 @@ def training_device(name: str):
     return device
 
 
-def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, sft_dir: Path):
+def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, run_dir: Path):
     """The configured generation backend over the current policy weights."""
     rollout = cfg.rollout
     if rollout.backend == "transformers":
@@ -84,10 +93,10 @@ def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, sft_dir: Path):
         return TransformersBackend(model, tokenizer=tokenizer, seed=cfg.seed)
     from creditgym.agents.vllm_backend import VLLMBackend
 
-    # vLLM loads from a folder: the warm-started model when there is one, then gets the
-    # trainer's current weights (a resumed run's checkpoint) through load_weights.
-    path = sft_dir if (sft_dir / "config.json").exists() else (cfg.model.path or sft_dir.parent / "base-model")
-    backend = VLLMBackend(str(path), gpu_memory_utilization=rollout.gpu_memory_utilization,
+    # vLLM loads from a folder, then gets the trainer's current weights (a resumed run's
+    # checkpoint) through load_weights.
+    backend = VLLMBackend(str(starting_model_dir(cfg, run_dir)),
+                          gpu_memory_utilization=rollout.gpu_memory_utilization,
                           max_model_len=rollout.max_model_len, enforce_eager=rollout.enforce_eager,
                           seed=cfg.seed)
     backend.load_weights(model.state_dict())
