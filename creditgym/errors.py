@@ -27,3 +27,28 @@ class TaskFormatError(CreditGymError, ValueError):
 
 class EnvUsageError(CreditGymError, RuntimeError):
     """An environment was driven out of order (``step`` before ``reset``, after the episode ended, ...)."""
+
+
+class OutputPathError(CreditGymError, ValueError):
+    """An output path would overwrite one of the command's inputs, or an existing file without ``--force``."""
+
+
+class UntrustedFileError(CreditGymError, ValueError):
+    """A file names code to import or a path/URL to follow that the user has not allowed."""
+
+
+class GenerationCancelled(CreditGymError, RuntimeError):
+    """A generation was stopped on request (the client left, the server is shutting down)."""
+
+
+class BadRequest(CreditGymError, ValueError):
+    """An HTTP request a creditgym server refuses: the message goes back to the client as is.
+
+    ``status`` is the 4xx answer (400 by default; 408, 413, 415, 422, ... where they fit) and
+    ``param`` the offending request field, if any (the policy server reports it, OpenAI-style).
+    """
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.param = param

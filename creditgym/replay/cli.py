@@ -3,6 +3,11 @@
 ``add_replay_arguments(subparsers)`` registers ``replay`` on the ``creditgym`` parser; each
 subcommand sets ``func`` to its handler, which returns the exit code (``verify``: 1 when a
 trajectory diverged or nothing could be replayed).
+
+Commands that write (rescore, html, export) refuse an output that is one of their inputs (also
+through a symlink, hard link or ``./``) and an existing output without ``--force``, and replace
+it atomically. ``verify`` and ``rescore`` treat the file as untrusted (``replay.trust``):
+``--allow-module``, ``--trust-file``, ``--retriever`` and ``--tasks`` widen what it may name.
 """
 
 from __future__ import annotations
@@ -71,25 +76,66 @@ def parse_pairs(items: list[str] | None, option: str, *, commas: bool = False) -
 def cmd_show(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from creditgym.replay.show import show
+    from creditgym.replay.io import iter_trajectories
+    from creditgym.replay.show import SafeTextStream, show_file
 
-    trajs = load(args.file, args.id)
-    details = trajs if (args.id or args.all) else trajs[: args.first]
-    show(
-        trajs,
-        console=Console(),
-        details=details,
-        max_observation_chars=args.max_obs_chars,
-        title=f"{args.file}: {len(trajs)} trajectories",
-    )
+    path = Path(args.file)
+    if not path.is_file():
+        raise ConfigError(f"trajectory file {path} does not exist")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.id:  # a cheap first pass, so a wrong id fails before anything is printed
+            missing = set(args.id) - {t.id for t in iter_trajectories(path) if t.id in args.id}
+            if missing:
+                raise ConfigError(
+                    f"{path} has no trajectory with id {sorted(missing)[0]!r} "
+                    f"(`creditgym replay show {path}` lists them)"
+                )
+        show_file(
+            path,
+            lambda: iter_trajectories(path),
+            console=Console(file=SafeTextStream(sys.stdout)),
+            ids=args.id,
+            all_details=args.all,
+            first=args.first,
+            max_observation_chars=args.max_obs_chars,
+        )
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        _print_err(f"warning: {message}")
     return 0
+
+
+def env_policy(args: argparse.Namespace, trusted_paths: set[str] | None = None):
+    """The ``EnvPolicy`` of verify/rescore's ``--allow-module/--trust-file/--retriever/--tasks``."""
+    from creditgym.replay.trust import EnvPolicy, retriever_spec
+
+    return EnvPolicy(
+        allow_modules=tuple(args.allow_module or ()),
+        trust_file=args.trust_file,
+        retriever=retriever_spec(args.retriever) if args.retriever else None,
+        tasks_path=args.tasks,
+        trusted_paths=trusted_paths or set(),
+    )
+
+
+def check_replay_output(args: argparse.Namespace, *extra_inputs: Path) -> Path:
+    """``-o`` after ``check_output``: not the input file, its sidecar or ``extra_inputs``."""
+    from creditgym.files import check_output
+    from creditgym.replay.io import meta_path
+
+    src = Path(args.file)
+    return check_output(
+        args.out, [src, meta_path(src), *extra_inputs], force=getattr(args, "force", False)
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from creditgym.replay.verify import verify_trajectories
 
     trajs = load(args.file, args.id)
-    found = verify_trajectories(trajs, progress=sys.stderr.isatty())
+    policy = env_policy(args)
+    policy.check(trajs)
+    found = verify_trajectories(trajs, make_env=policy.make_env, progress=sys.stderr.isatty())
     diverged = [d for d in found if d.kind == "diverged"]
     skipped = [d for d in found if d.kind == "skipped"]
     for d in found:
@@ -106,14 +152,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from creditgym.replay.io import read_metadata, run_metadata, write_trajectories
+    from creditgym.files import check_output
+    from creditgym.replay.io import meta_path, read_metadata, run_metadata, write_trajectories
     from creditgym.replay.rescore import dotted_to_nested, rescore_trajectories
+    from creditgym.replay.trust import leaf_paths
 
-    src, out = Path(args.file), Path(args.out)
-    if out.resolve() == src.resolve():
-        raise ConfigError("rescore never overwrites its input; give another -o path")
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} exists; choose another -o path or pass --force to replace it")
+    src = Path(args.file)
+    out = check_replay_output(args)
+    check_output(meta_path(out), [src, meta_path(src)], force=True)
     reward = parse_pairs(args.reward, "--reward", commas=True)
     env_overrides = dotted_to_nested(parse_pairs(args.set, "--set"))
     credit_opts = parse_pairs(args.credit_opt, "--credit-opt")
@@ -123,11 +169,15 @@ def cmd_rescore(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to re-score: give --reward, --set and/or --credit")
     credit = {"name": args.credit, **credit_opts} if args.credit else None
     trajs = load(args.file)
+    policy = env_policy(args, leaf_paths(env_overrides) if env_overrides else set())
+    if reward or env_overrides:  # only re-stepping builds environments
+        policy.check(trajs)
     result = rescore_trajectories(
         trajs,
         reward_overrides=reward,
         env_overrides=env_overrides,
         credit=credit,
+        make_env=policy.make_env,
         progress=sys.stderr.isatty(),
     )
     meta = run_metadata(
@@ -158,6 +208,8 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_html(args: argparse.Namespace) -> int:
     from creditgym.replay.html import tokenizer_decoder, write_html
 
+    tok = Path(args.tokenizer) if args.tokenizer else None
+    check_replay_output(args, *(sorted(tok.iterdir()) if tok and tok.is_dir() else ()))
     trajs = load(args.file, args.id)
     if args.limit is not None and len(trajs) > args.limit:
         _print_err(f"note: showing the first {args.limit} of {len(trajs)} trajectories (--limit)")
@@ -176,12 +228,32 @@ def cmd_html(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from creditgym.replay.export import export_table
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise ConfigError(f"{out} exists; choose another -o path or pass --force to replace it")
+    out = check_replay_output(args)
     trajs = load(args.file)
     print(export_table(trajs, out, format=args.format, per_turn=args.per_turn))
     return 0
+
+
+def add_trust_arguments(p: argparse.ArgumentParser) -> None:
+    """What a trajectory file may make replay build (see ``creditgym.replay.trust``)."""
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        metavar="MOD",
+        help="import MOD and allow the environment ids it registers (repeatable)",
+    )
+    p.add_argument(
+        "--trust-file",
+        action="store_true",
+        help="follow the paths and URLs the file names (retriever, tasks_path, ...): "
+        "only for files you made yourself",
+    )
+    p.add_argument(
+        "--retriever",
+        metavar="URL|INDEX_DIR",
+        help="search this retrieval server or index instead of the one the file names",
+    )
+    p.add_argument("--tasks", metavar="PATH", help="use this task file instead of the file's tasks_path")
 
 
 def add_replay_arguments(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -217,6 +289,7 @@ def add_replay_arguments(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("file", help="trajectory JSONL file")
     p.add_argument("--id", action="append", help="verify only this trajectory (repeatable)")
     p.add_argument("--width", type=int, default=160, help="longest value shown per divergence")
+    add_trust_arguments(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rescore", help="recompute rewards and/or advantages into a new file")
@@ -242,6 +315,7 @@ def add_replay_arguments(subparsers: argparse._SubParsersAction) -> argparse.Arg
         help="estimator option, e.g. gamma=0.9 (repeatable)",
     )
     p.add_argument("--force", action="store_true", help="replace -o if it exists")
+    add_trust_arguments(p)
     p.set_defaults(func=cmd_rescore)
 
     p = sub.add_parser("html", help="write one self-contained HTML page to browse trajectories")
@@ -253,6 +327,7 @@ def add_replay_arguments(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--id", action="append", help="only this trajectory (repeatable)")
     p.add_argument("--limit", type=int, default=2000, help="at most this many trajectories")
     p.add_argument("--title", help="page title")
+    p.add_argument("--force", action="store_true", help="replace -o if it exists")
     p.set_defaults(func=cmd_html)
 
     p = sub.add_parser("export", help="flatten to a parquet or JSONL table (pandas, datasets)")

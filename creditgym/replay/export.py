@@ -6,6 +6,10 @@ end, error, one ``metric/<name>`` column per outcome metric, the actions joined)
 reason, ``metric/<name>`` per-turn metrics, mean advantage of the turn's tokens). Every row has
 every column (missing values are null) and numeric metrics are floats, so the column types are
 the same in every row, which the parquet and ``datasets`` JSON loaders need.
+
+The table is written atomically (a temporary file renamed into place), so a failed export leaves
+an existing file as it was. Strings holding a lone surrogate (``"\\ud800"``, which a JSON record
+can carry but UTF-8 cannot) are kept as JSON escapes in JSONL and become U+FFFD in parquet.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from creditgym.files import atomic_writer, json_line, scrub_surrogates
 from creditgym.replay.show import turn_advantages
 from creditgym.trajectory import Trajectory
 
@@ -117,16 +122,18 @@ def export_table(
     out = Path(out)
     fmt = format or ("parquet" if out.suffix == ".parquet" else "jsonl")
     rows = turn_rows(trajectories) if per_turn else trajectory_rows(trajectories)
+    if fmt not in ("parquet", "jsonl"):
+        raise ValueError(f"export format must be 'parquet' or 'jsonl', got {fmt!r}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(rows), out)
-    elif fmt == "jsonl":
-        with out.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        table = pa.Table.from_pylist([scrub_surrogates(r) for r in rows])
+        with atomic_writer(out, "wb") as f:
+            pq.write_table(table, f)
     else:
-        raise ValueError(f"export format must be 'parquet' or 'jsonl', got {fmt!r}")
+        with atomic_writer(out, "w") as f:
+            for r in rows:
+                f.write(json_line(r) + "\n")
     return out

@@ -9,6 +9,9 @@ token is its own coloured span whose tooltip is its advantage; without one each 
 span coloured by its turn's mean advantage. Everything is rendered on the server side and every
 piece of text is escaped (observations contain tags such as ``<information>``), so the page
 reads the same with scripts off; the script only filters and switches trajectories.
+
+A lone surrogate in a record (``"\\ud800"``: valid in JSON, not in UTF-8) shows as U+FFFD.
+``write_html`` replaces ``out`` atomically: a failure leaves an existing file as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from creditgym.files import atomic_write_text, replace_surrogates
 from creditgym.replay.show import turn_advantages
 from creditgym.trajectory import Trajectory
 
@@ -234,7 +238,7 @@ def render_html(
         if scale > 0
         else ""
     )
-    return f"""<!doctype html>
+    return replace_surrogates(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><style>{_CSS}</style></head>
@@ -250,12 +254,12 @@ def render_html(
 <main>{body}</main></div>
 <script>{_JS}</script>
 </body></html>
-"""
+""")
 
 
 def write_html(trajectories: Sequence[Trajectory], out: str | Path, **kwargs: Any) -> Path:
-    """Write ``render_html(trajectories, **kwargs)`` to ``out``."""
+    """Write ``render_html(trajectories, **kwargs)`` to ``out``, atomically."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(trajectories, **kwargs), encoding="utf-8")
+    atomic_write_text(out, render_html(trajectories, **kwargs))
     return out

@@ -20,7 +20,6 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import threading
 import time
 import warnings
@@ -29,6 +28,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, Literal, Self
 
+from creditgym.files import atomic_write_text, atomic_writer, json_line
 from creditgym.trajectory import Trajectory, TrajectoryFormatError
 
 RUN_SCHEMA = "creditgym.run/1"
@@ -82,19 +82,8 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
 
 def write_json_atomic(path: str | Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and a rename, so readers see
-    the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    the old file or the new one, never half of one (lone surrogates are kept as escapes)."""
+    atomic_write_text(path, json_line(data, indent=2, default=str) + "\n")
 
 
 def read_metadata(path: str | Path) -> dict[str, Any] | None:
@@ -107,9 +96,11 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
 
 
 def encode_line(trajectory: Trajectory | dict[str, Any]) -> bytes:
-    """One record as a complete JSONL line (UTF-8, ends with its only newline)."""
+    """One record as a complete JSONL line (UTF-8, ends with its only newline). A record holding
+    a lone surrogate (not encodable as UTF-8) is written with ASCII escapes, so it reads back
+    exactly and never fails half-way."""
     record = trajectory.to_dict() if isinstance(trajectory, Trajectory) else trajectory
-    return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    return (json_line(record) + "\n").encode("utf-8")
 
 
 class TrajectoryWriter:
@@ -305,13 +296,26 @@ def write_trajectories(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a new trajectory file (refusing to replace one unless ``overwrite``)."""
+    """Write a new trajectory file (refusing to replace one unless ``overwrite``).
+
+    Atomic: records stream into a temporary file that replaces ``path`` only once all are
+    written, so a failure leaves an existing file (and its sidecar) as they were. The sidecar is
+    encoded before the data file is replaced and written right after it.
+    """
     path = Path(path)
-    if path.exists():
-        if not overwrite:
-            raise FileExistsError(f"{path} exists; choose another output path or pass overwrite")
-        path.unlink()
-        meta_path(path).unlink(missing_ok=True)
-    with TrajectoryWriter(path, metadata) as w:
-        w.write_many(trajectories)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another output path or pass overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = None
+    if metadata is not None:
+        sidecar = json_line(
+            {"schema": RUN_SCHEMA, "run": metadata, "resumed": []}, indent=2, default=str
+        )
+    with atomic_writer(path, "wb") as f:
+        for t in trajectories:
+            f.write(encode_line(t))
+    if sidecar is None:
+        meta_path(path).unlink(missing_ok=True)  # a stale sidecar would describe another run
+    else:
+        atomic_write_text(meta_path(path), sidecar + "\n")
     return path

@@ -1,11 +1,18 @@
 """Readable terminal views of trajectories (rich): a summary table of a file, and per trajectory
 its task, then per turn the action, tool calls, observation (shortened), reward, valid flag and
-metrics, the advantages of the turn's tokens when present, and the outcome metrics."""
+metrics, the advantages of the turn's tokens when present, and the outcome metrics.
+
+Any string prints: a lone surrogate in a record shows as U+FFFD, and ``SafeTextStream`` turns
+what the terminal's encoding cannot hold into ``\\u`` escapes instead of raising.
+``show_file`` streams a file in two passes (summary table in chunks of ``SUMMARY_CHUNK`` rows,
+then the full views), holding one record at a time, so memory does not grow with the file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 from rich.console import Console, Group
@@ -13,7 +20,33 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from creditgym.files import replace_surrogates, scrub_surrogates
 from creditgym.trajectory import Trajectory
+
+SUMMARY_CHUNK = 500
+"""Rows per printed summary table: a file's table is printed in pieces of this many rows."""
+MAX_ERROR_CHARS = 300
+"""Longest error text in the summary table."""
+
+
+class SafeTextStream:
+    """A text stream whose ``write`` never raises ``UnicodeEncodeError``: characters the
+    underlying stream's encoding cannot hold are written as backslash escapes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError:
+            encoding = getattr(self._stream, "encoding", None) or "utf-8"
+            return self._stream.write(
+                text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -45,8 +78,28 @@ def _metrics_text(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_number(v)}" for k, v in metrics.items())
 
 
-def summary_table(trajectories: Sequence[Trajectory], title: str = "") -> Table:
-    """One row per trajectory: id, group, task, turns, return, success, end, error."""
+def summary_row(t: Trajectory) -> tuple[str, ...]:
+    """The summary-table cells of ``t`` (short, printable strings)."""
+    end = "terminated" if t.terminated else "truncated" if t.truncated else ""
+    ok = t.success
+    cells = (
+        t.id,
+        t.group,
+        str(t.task.get("id", "")),
+        str(t.n_turns),
+        f"{t.episode_return:.4g}",
+        "" if ok is None else ("yes" if ok else "no"),
+        end,
+        shorten(t.error or "", MAX_ERROR_CHARS),
+    )
+    return tuple(replace_surrogates(c) for c in cells)
+
+
+def summary_table(
+    trajectories: Iterable[Trajectory | tuple[str, ...]], title: str = ""
+) -> Table:
+    """One row per trajectory (or ``summary_row``): id, group, task, turns, return, success,
+    end, error."""
     table = Table(title=Text(title) if title else None, show_lines=False)
     for col in ("id", "group", "task", "turns", "return", "success", "end", "error"):
         table.add_column(
@@ -56,23 +109,13 @@ def summary_table(trajectories: Sequence[Trajectory], title: str = "") -> Table:
             justify="right" if col in ("turns", "return") else "left",
         )
     for t in trajectories:
-        end = "terminated" if t.terminated else "truncated" if t.truncated else ""
-        ok = t.success
-        table.add_row(
-            t.id,
-            t.group,
-            str(t.task.get("id", "")),
-            str(t.n_turns),
-            f"{t.episode_return:.4g}",
-            "" if ok is None else ("yes" if ok else "no"),
-            end,
-            t.error or "",
-        )
+        table.add_row(*(t if isinstance(t, tuple) else summary_row(t)))
     return table
 
 
 def trajectory_view(t: Trajectory, *, max_observation_chars: int = 600) -> Panel:
-    """A panel with the whole episode."""
+    """A panel with the whole episode (lone surrogates shown as U+FFFD)."""
+    t = Trajectory.from_dict(scrub_surrogates(t.to_dict()))
     head = Table.grid(padding=(0, 1))
     head.add_column(style="bold")
     head.add_column()
@@ -146,3 +189,46 @@ def show(
         console.print(summary_table(trajectories, title))
     for t in details if details is not None else trajectories:
         console.print(trajectory_view(t, max_observation_chars=max_observation_chars))
+
+
+def show_file(
+    path: str | Path,
+    records: Any,
+    *,
+    console: Console,
+    ids: Sequence[str] | None = None,
+    all_details: bool = False,
+    first: int = 1,
+    max_observation_chars: int = 600,
+) -> int:
+    """Print the summary of trajectory file ``path`` and full views, streaming; returns the
+    number of trajectories shown in the summary.
+
+    ``records()`` returns a fresh iterator of the file's trajectories (it is called twice).
+    With ``ids`` only those trajectories (in file order), else every one in the summary and in
+    full the first ``first`` (or all with ``all_details``).
+    """
+    wanted = set(ids or ())
+    rows: list[tuple[str, ...]] = []
+    count, printed = 0, False
+    for t in records():
+        if wanted and t.id not in wanted:
+            continue
+        count += 1
+        rows.append(summary_row(t))
+        if len(rows) >= SUMMARY_CHUNK:
+            console.print(summary_table(rows))
+            rows.clear()
+            printed = True
+    if rows and (printed or count > 1):
+        console.print(summary_table(rows))
+    console.print(Text(replace_surrogates(f"{path}: {count} trajectories")))
+    shown = 0
+    for t in records():
+        if wanted and t.id not in wanted:
+            continue
+        if not (wanted or all_details) and shown >= first:
+            break
+        console.print(trajectory_view(t, max_observation_chars=max_observation_chars))
+        shown += 1
+    return count

@@ -11,6 +11,11 @@ reported with ``kind="skipped"``.
 
 One environment is built per distinct ``(env_id, env_kwargs)`` and reused: building a SearchEnv
 opens a retriever, which is far slower than resetting one.
+
+Trajectory files are untrusted data: environments are built through an
+:class:`~creditgym.replay.trust.EnvPolicy` (by default: only ids registered by creditgym, and no
+path or URL named by the file), and a refusal (``UntrustedFileError``) stops the run instead of
+being reported as a divergence.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
+from creditgym.errors import UntrustedFileError
 from creditgym.trajectory import Trajectory
 
 REWARD_ATOL = 1e-9
@@ -66,12 +72,11 @@ def _short(value: Any, width: int) -> str:
 
 
 def default_make_env(env_id: str, env_kwargs: dict[str, Any]) -> Any:
-    """``gymnasium.make(env_id, **env_kwargs)`` with creditgym's ids registered."""
-    import gymnasium
+    """``gymnasium.make(env_id, **env_kwargs)`` for creditgym's own ids, refusing paths and URLs
+    named by the record (``EnvPolicy()``; build your own policy to allow more)."""
+    from creditgym.replay.trust import EnvPolicy
 
-    import creditgym  # noqa: F401  (registers the built-in ids)
-
-    return gymnasium.make(env_id, **copy.deepcopy(env_kwargs))
+    return EnvPolicy().make_env(env_id, copy.deepcopy(env_kwargs))
 
 
 class EnvCache:
@@ -206,6 +211,8 @@ def verify_trajectories(
             try:
                 env = envs.get(t.env_id, t.env_kwargs)
                 reset_info, steps = replay(t, env)
+            except UntrustedFileError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a replay that raises is a divergence, not a crash
                 out.append(
                     Divergence(t.id, None, "exception", None, f"{type(exc).__name__}: {exc}")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from creditgym.errors import CreditGymError
+from creditgym.files import atomic_write_text, fsync_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 LATEST = "latest"
@@ -36,14 +37,6 @@ LATEST = "latest"
 
 class CheckpointError(CreditGymError, RuntimeError):
     """A checkpoint is missing, incomplete or cannot be written."""
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _jsonable(value: Any) -> Any:
@@ -91,20 +84,6 @@ def _save(obj: Any, path: Path) -> None:
         torch.save(obj, f)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_path(path.parent)
 
 
 def _step_dirs(root: Path) -> list[tuple[int, Path]]:
@@ -156,7 +135,7 @@ def save_checkpoint(directory: str | Path, step: int, *, model: torch.nn.Module,
             f.write(extra_json)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_path(tmp)
+        fsync_dir(tmp)
         final = root / name
         if final.exists():  # re-saving a step: move the old one aside first
             old = Path(tempfile.mkdtemp(prefix=f".tmp-old-{name}-", dir=root))
@@ -165,11 +144,11 @@ def save_checkpoint(directory: str | Path, step: int, *, model: torch.nn.Module,
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_path(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_text_atomic(root / LATEST, name + "\n")
+    atomic_write_text(root / LATEST, name + "\n")
     if keep_last is not None:
         for _, path in _step_dirs(root)[:-keep_last]:
             if path != final:

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 
-def plot_run(run_dir: str | Path) -> Path:
-    """Draw ``run_dir/learning_curves.png`` from ``metrics.jsonl`` and ``evals.json``."""
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Draw ``out`` (default ``run_dir/learning_curves.png``) from ``metrics.jsonl`` and
+    ``evals.json``, replacing it atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +46,12 @@ def plot_run(run_dir: str | Path) -> Path:
     axes[2].set(title="behaviour and credit", xlabel="iteration")
     axes[2].legend()
     fig.tight_layout()
-    out = run_dir / "learning_curves.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    from creditgym.files import atomic_writer
+
+    out = Path(out) if out is not None else run_dir / "learning_curves.png"
+    try:
+        with atomic_writer(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return out

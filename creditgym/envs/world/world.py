@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from creditgym.envs.world.documents import render_body
 from creditgym.envs.world.entities import KINDS, EntityGraph, build_graph
 from creditgym.envs.world.questions import SPLITS, make_questions
 from creditgym.errors import ConfigError
+from creditgym.files import atomic_writer
 
 
 class World:
@@ -90,9 +89,8 @@ class World:
         if progress is None:
             progress = self.num_documents >= 100_000
         bar = _progress(self.num_documents, progress, f"writing {path.name}")
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with atomic_writer(path) as f:
                 lines: list[str] = []
                 for doc in self.iter_documents():
                     lines.append(json.dumps(doc, ensure_ascii=False))
@@ -103,10 +101,6 @@ class World:
                 if lines:
                     f.write("\n".join(lines) + "\n")
                     bar.update(len(lines))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         finally:
             bar.close()
         return path
