@@ -1,22 +1,43 @@
 """Server plumbing shared by creditgym's aiohttp servers (``serve-retriever``, ``serve-policy``).
 
-- :func:`json_error_middleware`: every failure becomes a JSON error in the server's own form:
-  a :class:`BadRequest` (or the server's own bad-request type) with its status, an unknown path
-  404 naming the paths served, a wrong method 405 naming the allowed ones, a body over the limit
-  413, any other HTTP error with its reason, and an exception from the backend 500 (logged; the
-  server keeps serving).
-- :func:`read_body`: the request body, refused with 413 before reading when its declared length
-  is over the limit (aiohttp's ``client_max_size`` catches undeclared ones while reading).
-- :func:`json_body`: a UTF-8 JSON response that keeps non-ASCII text as is.
-- :class:`BackgroundAppServer`: runs an app on its own event-loop thread (tests, benchmarks,
-  notebooks); :func:`serve_app` runs one in the foreground until interrupted.
+Contract of every server built here (:func:`json_app`, served by :func:`serve_app` or
+:class:`BackgroundAppServer`):
+
+- Local only by default. A request whose ``Host`` header names anything but localhost,
+  127.0.0.1, [::1] or the address the connection arrived on is refused 403, so a web page cannot
+  reach the server through DNS rebinding; ``--allow-host NAME`` (repeatable, ``*`` for any)
+  exposes it deliberately. A request without ``Host`` (HTTP/1.0 tools; browsers always send it)
+  is served.
+- JSON only: a POST whose ``Content-Type`` is not ``application/json`` is refused 415, so a web
+  page cannot fire a CORS "simple" (form or text) request at it.
+- Every failure is a JSON error in the server's own form: a :class:`BadRequest` with its status
+  (400, 408, 413, 415, 422, ...), an unknown path 404 naming the paths served, a wrong method 405
+  naming the allowed ones, a body over the limit 413, a body that stalls 408, JSON nested deeper
+  than :data:`MAX_JSON_DEPTH` 400; 5xx only for the server's own faults (a backend exception:
+  500, logged with its traceback; a generation cancelled by shutdown: 503). Each refused request
+  is one log line (no traceback), at most 10 lines a second, then a "suppressed K similar lines"
+  summary (:class:`~creditgym.aio_connections.RateLimitedLog`). The server keeps serving.
+- Slow or stalled clients are dropped and the number of open connections is capped; see
+  :mod:`creditgym.aio_connections` and :class:`ServerSettings` (header, body and keep-alive
+  timeouts, ``max_connections``).
+- Shutdown (SIGTERM or SIGINT for :func:`serve_app`, ``stop()`` for the background server): the
+  port closes, idle connections and those stalled mid-request close, hooks added with
+  :func:`add_shutdown_hook` run (the policy server cancels generation there), in-flight requests
+  get ``shutdown_timeout`` seconds, then are cancelled, then the app's ``on_cleanup`` runs.
+  :func:`serve_app` ends the process ``exit_deadline`` seconds after the signal whatever is still
+  running; a second signal ends it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
+import os
+import re
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,17 +45,60 @@ from typing import Any
 from aiohttp import web
 from typing_extensions import Self  # typing.Self needs Python 3.11
 
+from creditgym.aio_connections import ConnectionGuard, GuardedSite, RateLimitedLog, handler_options
+from creditgym.aio_settings import (
+    SETTINGS_KEY,
+    ServerSettings,
+    add_server_arguments,
+    check_content_type,
+    check_host,
+    settings_from_args,
+)
+from creditgym.errors import BadRequest, GenerationCancelled
+
+log = logging.getLogger(__name__)
+
 ErrorResponse = Callable[[int, str, "str | None"], web.Response]
 """Builds a server's error answer from (status, message, offending parameter or None)."""
 
+MAX_JSON_DEPTH = 32
+"""Deepest JSON nesting a request body may have (real requests nest 2 or 3 levels)."""
 
-class BadRequest(Exception):
-    """A request that fails validation; the message goes back to the client."""
+_ERROR_KEY = web.AppKey("creditgym_error_response", object)
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.param = param
+
+def _deeper_than(body: bytes, limit: int) -> bool:
+    """Whether ``body`` (balanced JSON) nests more than ``limit`` levels; C-speed passes only."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(_ONE_BRACKET, _NOT_BRACKETS)
+    if b"[" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):  # each pass removes the innermost pairs: one level
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``body`` decoded as JSON, or :class:`BadRequest` (400) saying why it is not acceptable."""
+    too_deep = _deeper_than(body, max_depth)
+    deep = BadRequest(
+        f"request body nests JSON more than {max_depth} levels deep; send a flatter body"
+    )
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise deep from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if too_deep:
+        raise deep
+    return payload
 
 
 def json_error_middleware(
@@ -46,52 +110,104 @@ def json_error_middleware(
     logger: logging.Logger,
     bad_request: type[Exception] = BadRequest,
 ) -> Any:
-    """The middleware that turns every failure into ``error(status, message, param)``.
+    """The middleware that checks ``Host`` and ``Content-Type`` and turns every failure into
+    ``error(status, message, param)`` (see the module docstring).
 
     ``routes`` lists what the server answers (``"POST /retrieve and GET /health"``) for the 404
-    message; ``failure`` starts the 500 message (``"retrieval failed"``) and the log line.
+    message; ``failure`` starts the 500 message (``"retrieval failed"``) and its log line.
     ``bad_request`` exceptions carry ``status`` and optionally ``param``.
     """
+    quiet = RateLimitedLog(logger)
 
     @web.middleware
     async def json_errors(request: web.Request, handler):
+        param = None
         try:
+            check_host(request)
+            check_content_type(request)
             return await handler(request)
         except bad_request as exc:
-            return error(exc.status, str(exc), getattr(exc, "param", None))
+            status, message = exc.status, str(exc)  # type: ignore[attr-defined]
+            param = getattr(exc, "param", None)
         except web.HTTPRequestEntityTooLarge:
-            return error(
-                413, f"request body is larger than the limit of {max_body_bytes} bytes", None
-            )
+            status = 413
+            message = f"request body is larger than the limit of {max_body_bytes} bytes"
         except web.HTTPMethodNotAllowed as exc:
             allowed = ", ".join(sorted(exc.allowed_methods - {"HEAD"})) or "none"
-            return error(
-                405,
-                f"method {request.method} is not allowed on {request.path}; use {allowed}",
-                None,
-            )
+            status = 405
+            message = f"method {request.method} is not allowed on {request.path}; use {allowed}"
         except web.HTTPNotFound:
-            return error(
-                404, f"no such path {request.path!r}; this server answers {routes}", None
-            )
+            status, message = 404, f"no such path {request.path!r}; this server answers {routes}"
         except web.HTTPException as exc:
-            if exc.status >= 400:
-                return error(exc.status, exc.reason, None)
+            if exc.status < 400:
+                raise
+            status, message = exc.status, exc.reason
+        except GenerationCancelled as exc:  # shutting down: not the client's fault, nor a bug
+            quiet.warning("%s %s: 503 %s", request.method, request.path, exc)
+            return error(503, str(exc), None)
+        except ConnectionError:  # the client left: there is no one to answer
             raise
         except Exception as exc:  # a backend failure: say so, keep serving
-            logger.exception(failure)
+            quiet.exception("%s %s: %s", request.method, request.path, failure)
             return error(500, f"{failure}: {type(exc).__name__}: {exc}", None)
+        quiet.warning("%s %s from %s: %d %.300s", request.method, request.path,
+                      request.remote, status, message)
+        return error(status, message, param)
 
     return json_errors
 
 
-async def read_body(request: web.Request, max_body_bytes: int) -> bytes:
-    """The request body; 413 at once when its declared length is over ``max_body_bytes``."""
-    if request.content_length is not None and request.content_length > max_body_bytes:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=max_body_bytes, actual_size=request.content_length
-        )
-    return await request.read()
+def json_app(
+    error: ErrorResponse,
+    *,
+    max_body_bytes: int,
+    routes: str,
+    failure: str,
+    logger: logging.Logger,
+) -> web.Application:
+    """An empty application with :func:`json_error_middleware` and the body limit; add routes."""
+    middleware = json_error_middleware(
+        error, max_body_bytes=max_body_bytes, routes=routes, failure=failure, logger=logger
+    )
+    app = web.Application(middlewares=[middleware], client_max_size=max_body_bytes)
+    app[_ERROR_KEY] = error  # the connection cap answers 503 in the server's own form
+    return app
+
+
+async def read_body(
+    request: web.Request, max_body_bytes: int, timeout: float | None = None
+) -> bytes:
+    """The request body: 413 at once when its declared length is over ``max_body_bytes`` (or
+    when it grows over it), 408 when no byte arrives for ``timeout`` seconds (default: the
+    server's ``body_timeout``)."""
+    declared = request.content_length
+    if declared is not None and declared > max_body_bytes:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes, actual_size=declared)
+    if timeout is None:
+        timeout = getattr(request.app.get(SETTINGS_KEY), "body_timeout", 10.0)
+    protocol = request.protocol
+    chunks: list[bytes] = []
+    size = 0
+    setattr(protocol, "reading_body", True)  # a connection stalled here may be evicted
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(request.content.readany(), timeout)
+            except asyncio.TimeoutError:
+                raise BadRequest(
+                    f"request body stalled: no data for {timeout:g} s after {size} of "
+                    f"{declared if declared is not None else 'an unknown number of'} bytes; "
+                    "send the whole body without pausing",
+                    status=408,
+                ) from None
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes, actual_size=size)
+            chunks.append(chunk)
+    finally:
+        setattr(protocol, "reading_body", False)
 
 
 def json_body(data: Any) -> web.Response:
@@ -102,24 +218,127 @@ def json_body(data: Any) -> web.Response:
     )
 
 
-def serve_app(app: web.Application, host: str, port: int, banner: str) -> None:
-    """Print ``banner`` and serve ``app`` until interrupted (blocking); no access log."""
-    print(banner, flush=True)
-    web.run_app(app, host=host, port=port, access_log=None, print=None)
+def add_shutdown_hook(app: web.Application, hook: Callable[[], Any]) -> None:
+    """Run ``hook()`` (sync or async) when the server starts shutting down.
+
+    It runs after the port and the idle connections closed and before in-flight requests get
+    ``shutdown_timeout`` seconds to finish: the place to cancel long work (the policy server
+    cancels generation, so waiting requests end with ``GenerationCancelled``, answered 503).
+    A hook that raises is logged; the other hooks still run.
+    """
+
+    async def run(app: web.Application) -> None:
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("shutdown hook %r failed", hook)
+
+    app.on_shutdown.append(run)
+
+
+async def _start(
+    app: web.Application, host: str, port: int, settings: ServerSettings
+) -> tuple[web.AppRunner, ConnectionGuard, int]:
+    """Bind ``app`` on (host, port) behind a ConnectionGuard: (runner, guard, bound port)."""
+    app[SETTINGS_KEY] = settings
+    guard = ConnectionGuard(settings, app.get(_ERROR_KEY))  # type: ignore[arg-type]
+
+    async def close_stalled(app: web.Application) -> None:
+        guard.close_stalled()  # a client stalled mid-request must not hold up the shutdown
+
+    app.on_shutdown.insert(0, close_stalled)
+    runner = web.AppRunner(app, **handler_options(settings))
+    await runner.setup()
+    site = GuardedSite(runner, host, port, guard)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, guard, site.port
+
+
+def _exit_now(message: str, status: int) -> None:
+    sys.stderr.write(f"creditgym: {message}\n")
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    banner: str,
+    settings: ServerSettings | None = None,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT (blocking), then shut down as the module says.
+
+    ``banner`` is printed once the port is bound. No access log.
+    """
+    settings = settings or ServerSettings()
+    watchdog: threading.Timer | None = None
+    if settings.exit_deadline is not None:
+        # A backend call that ignores cancellation must not keep the process alive after a
+        # signal: this timer, started by the signal, ends the process at the deadline.
+        watchdog = threading.Timer(
+            settings.exit_deadline,
+            _exit_now,
+            (f"shutdown did not finish within {settings.exit_deadline:g} s of the signal; "
+             "exiting now", 1),
+        )
+        watchdog.daemon = True
+
+    async def main() -> None:
+        runner, guard, _ = await _start(app, host, port, settings)
+        print(banner, flush=True)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if watchdog is not None:
+                watchdog.start()
+            for sig in _SIGNALS:
+                loop.add_signal_handler(sig, _exit_now, "second signal: exiting now", 130)
+            stop.set()
+
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, on_signal)
+        await stop.wait()
+        try:
+            await runner.cleanup()
+        finally:
+            guard.log.flush()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class BackgroundAppServer:
     """Runs the app of :meth:`_build_app` on its own event-loop thread.
 
-    ``port=0`` picks a free port; ``url`` is the base URL once started. Use as a context manager
-    or call ``start()`` / ``stop()``. Subclasses build the app and name the thread.
+    ``port=0`` picks a free port; ``url`` is the base URL once started; ``guard`` (the
+    :class:`~creditgym.aio_connections.ConnectionGuard`) counts timeouts, evictions and refusals.
+    Use as a context manager or call ``start()`` / ``stop()``. Subclasses build the app and name
+    the thread.
     """
 
     thread_name = "aio-server"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, settings: ServerSettings | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.settings = settings or ServerSettings()
+        self.guard: ConnectionGuard | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -140,23 +359,22 @@ class BackgroundAppServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
-            runner: web.AppRunner | None = None
             try:
-                runner = web.AppRunner(self._build_app(), access_log=None)
-                loop.run_until_complete(runner.setup())
-                loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())
-                self.port = runner.addresses[0][1]
+                runner, self.guard, self.port = loop.run_until_complete(
+                    _start(self._build_app(), self.host, self.port, self.settings)
+                )
             except BaseException as exc:  # noqa: BLE001 - reported to start()
                 failure.append(exc)
                 ready.set()
-                if runner is not None:
-                    loop.run_until_complete(runner.cleanup())
                 loop.close()
                 return
             ready.set()
             loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
+            try:
+                loop.run_until_complete(runner.cleanup())
+            finally:
+                self.guard.log.flush()
+                loop.close()
 
         self._thread = threading.Thread(target=main, name=self.thread_name, daemon=True)
         self._thread.start()
@@ -167,7 +385,7 @@ class BackgroundAppServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and join the thread."""
+        """Shut down (as :func:`serve_app` does on a signal) and join the thread."""
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=30)
@@ -181,10 +399,17 @@ class BackgroundAppServer:
 
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "BackgroundAppServer",
     "BadRequest",
+    "ServerSettings",
+    "add_server_arguments",
+    "add_shutdown_hook",
+    "json_app",
     "json_body",
     "json_error_middleware",
+    "parse_json",
     "read_body",
     "serve_app",
+    "settings_from_args",
 ]

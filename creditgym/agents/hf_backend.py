@@ -5,7 +5,11 @@ one on a GPU) behind the ``PolicyBackend`` protocol, and takes new weights from 
 (``load_weights``). Its own decoding loop gives exact control of what the trainer needs:
 
 - Prompts are left-padded with attention masks and explicit position ids, so a prompt's
-  completion and log-probs do not depend on what it was batched with.
+  completion and log-probs do not depend on what it was batched with, up to float rounding
+  (CPU matmul kernels block by batch size: the last bits of a log-prob move). Per-prompt seeds
+  (``generate(..., seeds=)``: each row samples from its own generator) make the tokens
+  independent of the batch; the same call (same prompts in the same order) gives bit-identical
+  log-probs too, which is how a rollout's ``rounds`` batching makes whole runs reproducible.
 - Log-prob definition (trainers must use the same): the log-prob of a sampled token is
   ``log_softmax(logits / T)[token]`` with ``T = sampling.temperature`` (``T = 1`` when greedy),
   computed in float32 *before* top-k/top-p truncation. ``score`` returns the same quantity at
@@ -18,6 +22,10 @@ one on a GPU) behind the ``PolicyBackend`` protocol, and takes new weights from 
   prompt plus completion never exceeds ``max_context``.
 - ``Completion.text`` is decoded with special tokens skipped (like vLLM), and stop strings are
   matched against that text.
+- Interruptible: ``generate(..., should_stop=f)`` polls ``f`` between decoding steps and raises
+  ``GenerationCancelled`` within one step; ``start_generation`` returns a
+  :class:`~creditgym.agents.hf_decoding.Decoding` that advances a few tokens at a time
+  (bit-identical to one call), which is how the policy server time-slices long requests.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,8 +42,8 @@ import torch
 from typing_extensions import Self  # typing.Self needs Python 3.11
 
 from creditgym.agents.backend import Completion, SamplingParams
-from creditgym.agents.sampling import StopStrings, check_sampling, sample_tokens
-from creditgym.errors import ConfigError
+from creditgym.agents.hf_decoding import Decoding
+from creditgym.errors import ConfigError, GenerationCancelled
 
 
 class TransformersBackend:
@@ -127,100 +135,45 @@ class TransformersBackend:
 
     # ----------------------------------------------------------------------------- generate
     def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
-    ) -> list[Completion]:
-        """One completion per prompt, in order (see the module docstring for the semantics)."""
-        self._check_open()
-        check_sampling(sampling)
-        ids = [self._as_ids(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
-        limits = [min(sampling.max_new_tokens, self.max_context - len(p)) for p in ids]
-        generator = self._generator
-        if sampling.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
-        stop_ids = set(sampling.stop_token_ids) | (
-            set(self.eos_token_ids) if self.stop_at_eos else set()
-        )
-        results: list[tuple[list[int], list[float], str]] = [([], [], "length")] * len(ids)
-        # Similar lengths share a batch: less padding. Results go back to their prompt's slot.
-        order = sorted((i for i in range(len(ids)) if limits[i] > 0), key=lambda i: len(ids[i]))
-        with self._lock, _eval_mode(self.model), torch.inference_mode():
-            version = self.weights_version
-            for start in range(0, len(order), self.max_batch_size):
-                chunk = order[start : start + self.max_batch_size]
-                outs = self._generate_batch(
-                    [ids[i] for i in chunk],
-                    [limits[i] for i in chunk],
-                    sampling,
-                    stop_ids,
-                    generator,
-                )
-                for i, out in zip(chunk, outs):
-                    results[i] = out
-        return [
-            Completion(
-                token_ids=list(toks),
-                logprobs=list(lps),
-                finish_reason=reason,  # type: ignore[arg-type]
-                text=self._decode(toks),
-                extra={"weights_version": version, "prompt_tokens": len(ids[i])},
-            )
-            for i, (toks, lps, reason) in enumerate(results)
-        ]
-
-    def _generate_batch(
         self,
-        prompts: list[list[int]],
-        limits: list[int],
+        prompts: Sequence[Sequence[int]],
         sampling: SamplingParams,
-        stop_ids: set[int],
-        generator: torch.Generator,
-    ) -> list[tuple[list[int], list[float], str]]:
-        from transformers import DynamicCache
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        seeds: Sequence[int | None] | None = None,
+    ) -> list[Completion]:
+        """One completion per prompt, in order (see the module docstring for the semantics).
 
-        input_ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        next_pos = mask.sum(-1)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        stops = StopStrings(sampling.stop, self._decode)
-        generated: list[list[int]] = [[] for _ in prompts]
-        logprobs: list[list[float]] = [[] for _ in prompts]
-        reasons = ["length"] * len(prompts)
-        active = list(range(len(prompts)))  # batch slot -> prompt index
-        while True:
-            tokens, token_lps = sample_tokens(out.logits[:, -1, :].float(), sampling, generator)
-            keep = []
-            for slot, (row, tok, lp) in enumerate(zip(active, tokens.tolist(), token_lps.tolist())):
-                generated[row].append(tok)
-                logprobs[row].append(lp)
-                if tok in stop_ids or stops.hit(generated[row]):
-                    reasons[row] = "stop"
-                elif len(generated[row]) < limits[row]:
-                    keep.append(slot)
-            if not keep:
-                return list(zip(generated, logprobs, reasons))
-            if len(keep) < len(active):
-                # Finished rows leave the batch (and the KV cache): no compute is spent on them.
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask, next_pos, tokens = mask[index], next_pos[index], tokens[index]
-                active = [active[k] for k in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(
-                input_ids=tokens[:, None],
-                attention_mask=mask,
-                position_ids=next_pos[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            next_pos = next_pos + 1
+        ``should_stop`` is polled between decoding steps; when it returns true the generation
+        is abandoned within one step and :class:`GenerationCancelled` is raised. ``seeds``: one
+        per prompt (None entries: the shared generator); each row then samples from its own
+        generator, so its draws do not depend on its batch-mates (``sampling.seed`` is unused)."""
+        decoding = self.start_generation(prompts, sampling, seeds=seeds)
+        try:
+            if not decoding.advance(should_stop=should_stop):
+                raise GenerationCancelled(
+                    f"generation cancelled by should_stop after {decoding.steps} decoding steps"
+                )
+            return decoding.completions()
+        finally:
+            decoding.close()
+
+    def start_generation(
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingParams,
+        *,
+        seeds: Sequence[int | None] | None = None,
+    ) -> Decoding:
+        """A paused ``generate``: advance it in slices (``Decoding.advance``), cancel it between
+        any two decoding steps; slices give exactly what one ``generate`` call gives."""
+        return Decoding(self, prompts, sampling, seeds=seeds)
+
+    @contextmanager
+    def _compute(self):
+        """Exclusive use of the model for one slice of work: lock, eval mode, no autograd."""
+        with self._lock, _eval_mode(self.model), torch.inference_mode():
+            yield
 
     # -------------------------------------------------------------------------------- score
     def score(

@@ -4,6 +4,14 @@
 :class:`BadRequest` naming the field and the problem; ``format_choice`` renders one completion as
 a ``choices[i]`` item of vLLM's answer. The server itself (queueing, batching, HTTP) lives in
 :mod:`creditgym.agents.policy_server`.
+
+Numeric sampling fields: ``temperature`` (>= 0) and ``top_p`` (in (0, 1]) must be finite JSON
+numbers; ``NaN``, ``Infinity``, integers too large for a float and out-of-range values are a 400
+naming the field. Every finite ``temperature > 0`` is served: a tiny one (``1e-300``) samples the
+most likely token, exactly as greedy decoding would, and reports the log-prob of the definition
+``log_softmax(logits / T)`` (0 for that token in the limit; greedy ``temperature: 0`` reports
+``T = 1`` log-probs). ``max_tokens``, ``top_k``, ``seed``, ``logprobs`` and ``prompt_logprobs``
+must be JSON integers in range (``max_tokens`` also within the context).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from creditgym.agents.backend import Completion, SamplingParams
+from creditgym.errors import BadRequest  # the one bad-request type of both servers
 
 DEFAULT_MAX_TOKENS = 16
 """``max_tokens`` when a request leaves it out (OpenAI's and vLLM's default)."""
@@ -40,15 +49,6 @@ UNSUPPORTED = {
     "ignore_eos": (False,),
 }
 """Fields this server does not implement, with the values that mean "off" (null is always off)."""
-
-
-class BadRequest(Exception):
-    """A request that fails validation; the message goes back to the client."""
-
-    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.param = param
 
 
 @dataclass
@@ -104,8 +104,12 @@ def _number(
     value = payload.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"'{name}' must be a number, got {_kind(value)}", param=name)
+    if not isinstance(value, bool) and isinstance(value, int):
+        value = float(value) if abs(value) < 2**1023 else math.inf  # JSON ints are unbounded
+    if not isinstance(value, float) or not math.isfinite(value):  # NaN/Infinity parse as floats
+        raise BadRequest(
+            f"'{name}' must be a finite number, got {_kind(payload.get(name))}", param=name
+        )
     if value < low or (low_open and value == low) or value > high:
         bounds = f"{'(' if low_open else '['}{low}, {high}]"
         raise BadRequest(f"'{name}' must be in {bounds}, got {value}", param=name)
@@ -120,9 +124,10 @@ def _integer(
         return default
     if not _is_int(value):
         raise BadRequest(f"'{name}' must be an integer, got {_kind(value)}", param=name)
-    if value < low or (high is not None and value > high):
+    if value < low or (high is not None and value > high) or abs(value) >= 2**63:
         limit = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise BadRequest(f"'{name}' must be {limit}, got {value}", param=name)
+        limit += "" if high is not None else " and fit in 64 bits"
+        raise BadRequest(f"'{name}' must be {limit}, got {_kind(value)}", param=name)
     return value
 
 

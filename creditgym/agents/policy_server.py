@@ -17,8 +17,8 @@ Endpoints:
   (``ignore_eos`` is not supported), and the stop string is cut from ``text`` (never from the
   token ids) unless ``include_stop_str_in_output``.
 - ``GET /v1/models`` (the one served model) and ``GET /health`` (``{"status": "ok", "model",
-  "backend", "batches", "prompts", "waiting"}``: backend calls made, prompts served, prompts
-  queued).
+  "backend", "batches", "prompts", "waiting", "running", "steps"}``: backend calls made, prompts
+  served, prompts queued, prompts being decoded, decoding steps run).
 
 Everything else is a 4xx JSON error ``{"error": {"message", "type", "param", "code"}}`` (OpenAI's
 form) naming what is wrong: ``n``/``best_of`` other than 1, ``stream``, ``echo``, sampling knobs
@@ -26,27 +26,38 @@ this server does not implement (penalties, ``logit_bias``, ``min_p``, ...), toke
 vocabulary, prompts that do not fit the context. Unknown keys are ignored, as vLLM ignores them.
 A failing backend gives 500 with its error; the server keeps serving either way.
 
-Batching: requests wait in a queue per sampling setting while the backend works on the previous
-batch, then go to the backend together as one ``generate`` call in a single worker thread (the
-model runs one batch at a time); prompt log-prob requests are batched into ``score`` calls the
-same way. Seeded requests are never merged, so a seed reproduces the same draw however busy the
-server is. The server binds 127.0.0.1 unless told otherwise.
+Batching and fairness (:mod:`creditgym.agents.request_batcher`): requests wait in a queue per
+sampling setting, then go to the backend together (up to ``max_batch_size`` prompts) on a single
+worker thread; prompt log-prob requests are batched into ``score`` calls the same way. Seeded
+requests are never merged, so a seed reproduces the same draw however busy the server is. With
+the transformers backend a batch advances at most ``step_tokens`` tokens per backend call and
+batches take turns, so a short request is answered while a long one runs (it waits one decoding
+step, not the whole long request); the answers are bit-identical to uninterrupted generation.
+A client that disconnects has its queued prompts dropped and its running rows stopped at the
+next decoding step; on shutdown (SIGTERM) every request is failed with 503 and the running
+slice stops within one decoding step. The server binds 127.0.0.1 unless told otherwise.
+
+Access and limits (:mod:`creditgym.aio_server`): only requests addressed to localhost, 127.0.0.1,
+[::1] or the bound address are answered (403 otherwise; ``--allow-host NAME``, repeatable, exposes
+the server deliberately), POST bodies must be ``application/json`` (415), JSON nested more than
+32 levels is a 400, clients that stall while sending headers or body are dropped after
+``--header-timeout`` / ``--body-timeout`` seconds (408 for a body), open connections are capped
+(stalled ones evicted first), and SIGTERM ends the server within seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from creditgym.agents.backend import Completion, PolicyBackend
+from creditgym.agents.request_batcher import RequestBatcher
 from creditgym.agents.policy_protocol import (
     BadRequest,
     CompletionJob,
@@ -56,119 +67,32 @@ from creditgym.agents.policy_protocol import (
 )
 from creditgym.aio_server import (
     BackgroundAppServer,
+    ServerSettings,
+    add_server_arguments,
+    add_shutdown_hook,
+    json_app,
     json_body,
-    json_error_middleware,
+    parse_json,
     read_body,
     serve_app,
+    settings_from_args,
 )
+from creditgym.errors import GenerationCancelled
 
 log = logging.getLogger(__name__)
-
-
-class RequestBatcher:
-    """Coalesces concurrent requests into batched ``generate``/``score`` calls on one thread.
-
-    Work waits in a queue per key (a sampling setting, or "score"); whenever the worker thread is
-    free, the queue whose oldest item waited longest is sent, up to ``max_batch`` prompts. Results
-    go back to each waiting request in order, so batching never mixes requests up.
-    """
-
-    def __init__(self, backend: PolicyBackend, *, max_batch: int = 32) -> None:
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.backend = backend
-        self.max_batch = max_batch
-        self._queues: dict[Any, list[tuple[Any, asyncio.Future]]] = {}
-        self._busy = False
-        self._seeded = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="policy-backend")
-        self.batches = 0
-        """Backend calls made so far."""
-        self.prompts = 0
-        """Prompts generated or scored so far."""
-
-    @property
-    def waiting(self) -> int:
-        """Prompts queued for the next backend calls (not counting the running one)."""
-        return sum(len(queue) for queue in self._queues.values())
-
-    async def generate(self, prompt: list[int], sampling) -> Completion:
-        if sampling.seed is not None:  # a seeded draw must not depend on its batch mates
-            self._seeded += 1
-            key: Any = ("generate", sampling, self._seeded)
-        else:
-            key = ("generate", sampling)
-        return await self._submit(key, prompt)
-
-    async def score(self, prefix: list[int], continuation: list[int]) -> list[float]:
-        return await self._submit(("score",), (prefix, continuation))
-
-    async def _submit(self, key: Any, item: Any) -> Any:
-        future = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, []).append((item, future))
-        self._dispatch()
-        return await future
-
-    def _dispatch(self) -> None:
-        if self._busy or not self._queues:
-            return
-        key = next(iter(self._queues))  # dicts keep insertion order: the oldest queue first
-        queue = self._queues.pop(key)
-        batch = [job for job in queue[: self.max_batch] if not job[1].done()]
-        if len(queue) > self.max_batch:  # the rest goes to the back of the line
-            self._queues[key] = queue[self.max_batch :]
-        if not batch:
-            self._dispatch()
-            return
-        self._busy = True
-        asyncio.get_running_loop().create_task(self._run(key, batch))
-
-    async def _run(self, key: Any, batch: list[tuple[Any, asyncio.Future]]) -> None:
-        items = [item for item, _ in batch]
-        loop = asyncio.get_running_loop()
-        try:
-            try:
-                if key[0] == "score":
-                    results = await loop.run_in_executor(
-                        self._executor,
-                        self.backend.score,
-                        [p for p, _ in items],
-                        [c for _, c in items],
-                    )
-                else:
-                    results = await loop.run_in_executor(
-                        self._executor, self.backend.generate, items, key[1]
-                    )
-                if len(results) != len(items):
-                    raise RuntimeError(
-                        f"backend returned {len(results)} results for {len(items)} prompts"
-                    )
-            except Exception as exc:  # every waiting request learns what happened
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
-            self.batches += 1
-            self.prompts += len(items)
-            for (_, future), result in zip(batch, results):
-                if not future.done():
-                    future.set_result(result)
-        finally:
-            self._busy = False
-            self._dispatch()
-
-    def close(self) -> None:
-        """Stop the worker thread (waiting for a running batch)."""
-        self._executor.shutdown(wait=True)
 
 
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
     """An error answer in OpenAI's form."""
     kind = {
         400: "BadRequestError",
+        403: "PermissionDeniedError",
         404: "NotFoundError",
         405: "MethodNotAllowed",
+        408: "RequestTimeout",
         413: "RequestTooLarge",
+        415: "UnsupportedMediaType",
+        503: "ServiceUnavailable",
     }.get(status, "InternalServerError" if status >= 500 else "Error")
     return web.json_response(
         {"error": {"message": message, "type": kind, "param": param, "code": status}},
@@ -183,23 +107,26 @@ def make_app(
     max_batch_size: int = 32,
     max_prompts: int = 64,
     max_body_bytes: int = 8 << 20,
+    step_tokens: int = 16,
+    max_running: int = 256,
 ) -> web.Application:
     """The aiohttp application serving ``backend`` as ``model_name``.
 
     ``max_batch_size``: most prompts in one backend call; ``max_prompts``: prompts in one request;
-    ``max_body_bytes``: largest request body. The app does not close ``backend``.
+    ``max_body_bytes``: largest request body; ``step_tokens``: most tokens a batch advances
+    before other batches get a turn; ``max_running``: most prompts decoded at once. The app does
+    not close ``backend``.
     """
-    batcher = RequestBatcher(backend, max_batch=max_batch_size)
+    batcher = RequestBatcher(
+        backend, max_batch=max_batch_size, step_tokens=step_tokens, max_running=max_running
+    )
     tokenizer = getattr(backend, "tokenizer", None)
     limits = backend_limits(backend, max_prompts=max_prompts)
     created = int(time.time())
 
     async def completions(request: web.Request) -> web.Response:
         body = await read_body(request, max_body_bytes)
-        try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        payload = parse_json(body)  # 400 for invalid or too deeply nested JSON
         if isinstance(payload, dict) and payload.get("model") not in (None, model_name):
             raise BadRequest(
                 f"The model `{payload['model']}` does not exist; this server serves `{model_name}`",
@@ -207,7 +134,17 @@ def make_app(
                 param="model",
             )
         job = parse_request(payload, **limits)
-        results = await asyncio.gather(*(_complete(batcher, job, p) for p in job.prompts))
+        work = asyncio.ensure_future(
+            asyncio.gather(*(_complete(batcher, job, p) for p in job.prompts))
+        )
+        try:
+            results = await _unless_disconnected(request, work)
+        except GenerationCancelled as exc:
+            return _error(503, str(exc))
+        finally:
+            work.cancel()  # a no-op once done; else the prompts leave the queue and the batch
+        if results is None:  # nobody is listening: the answer goes nowhere
+            return web.Response(status=499, reason="Client Closed Request")
         return json_body(format_answer(model_name, job, results, tokenizer))
 
     async def models(request: web.Request) -> web.Response:
@@ -220,23 +157,23 @@ def make_app(
     async def health(request: web.Request) -> web.Response:
         body = {"status": "ok", "model": model_name, "backend": type(backend).__name__}
         counts = {"batches": batcher.batches, "prompts": batcher.prompts, "waiting": batcher.waiting}
+        counts |= {"running": batcher.running, "steps": batcher.steps}
         return web.json_response(body | counts)
 
     async def on_cleanup(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
-    json_errors = json_error_middleware(
+    app = json_app(
         _error,
         max_body_bytes=max_body_bytes,
         routes="POST /v1/completions, GET /v1/models and GET /health",
         failure="the policy backend failed",
         logger=log,
-        bad_request=BadRequest,
     )
-    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app.router.add_post("/v1/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    add_shutdown_hook(app, batcher.cancel_all)  # waiting requests answer 503 at once
     app.on_cleanup.append(on_cleanup)
     return app
 
@@ -262,25 +199,46 @@ async def _none() -> None:
     return None
 
 
+DISCONNECT_POLL_S = 0.05
+"""How often a waiting request checks that its client is still connected."""
+
+
+async def _unless_disconnected(request: web.Request, work: asyncio.Future) -> Any:
+    """``work``'s result, or None (with ``work`` cancelled) once the client has gone away.
+
+    aiohttp does not cancel handlers when their client leaves (``handler_cancellation`` is off by
+    default, and the app does not own that setting), so the connection is polled."""
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return work.result()
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            work.cancel()
+            return None
+
+
 def serve(
     backend: PolicyBackend,
     model_name: str,
     host: str = "127.0.0.1",
     port: int = 8000,
+    settings: ServerSettings | None = None,
     **app_options: Any,
 ) -> None:
-    """Serve ``backend`` until interrupted (blocking)."""
+    """Serve ``backend`` until SIGTERM/SIGINT (blocking); ``settings``: timeouts, connection cap
+    and allowed ``Host`` names (see :mod:`creditgym.aio_server`)."""
     app = make_app(backend, model_name, **app_options)
     banner = f"serving {model_name!r} on http://{host}:{port}/v1 (Ctrl-C to stop)"
-    serve_app(app, host, port, banner)
+    serve_app(app, host, port, banner, settings)
 
 
 class BackgroundPolicyServer(BackgroundAppServer):
     """Runs :func:`make_app` on its own event-loop thread: for tests, benchmarks and notebooks.
 
     ``port=0`` picks a free port; ``url`` is the base URL once started (give it to
-    ``OpenAICompatibleBackend``). Use as a context manager or call ``start()`` / ``stop()``. The
-    backend is not closed.
+    ``OpenAICompatibleBackend``); ``settings`` as for :func:`serve`. Use as a context manager or
+    call ``start()`` / ``stop()``. The backend is not closed.
     """
 
     thread_name = "policy-server"
@@ -291,9 +249,10 @@ class BackgroundPolicyServer(BackgroundAppServer):
         model_name: str = "policy",
         host: str = "127.0.0.1",
         port: int = 0,
+        settings: ServerSettings | None = None,
         **app_options: Any,
     ) -> None:
-        super().__init__(host, port)
+        super().__init__(host, port, settings)
         self.backend = backend
         self.model_name = model_name
         self.app_options = app_options
@@ -328,6 +287,7 @@ def add_serve_policy_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="longest prompt + completion in tokens (default: the model's)",
     )
+    add_server_arguments(parser)  # --allow-host, timeouts, --max-connections
 
 
 def run_serve_policy(args: argparse.Namespace) -> int:
@@ -343,7 +303,8 @@ def run_serve_policy(args: argparse.Namespace) -> int:
     )
     name = args.served_model_name or Path(str(args.model).rstrip("/")).name
     try:
-        serve(backend, name, host=args.host, port=args.port, max_batch_size=args.max_batch_size)
+        serve(backend, name, host=args.host, port=args.port, settings=settings_from_args(args),
+              max_batch_size=args.max_batch_size)
     finally:
         backend.close()
     return 0

@@ -172,3 +172,69 @@ def test_bm25s_backend_and_searchr1_tasks_file(tmp_path):
     obs, *_ = env.step(f"<search>{tasks[0].metadata['chain'][0]['query']}</search>")
     assert "<information>Doc 1(Title: " in obs
     env.close()
+
+
+LONG_QUERY = " ".join(f"zq{i}x" for i in range(1100))  # over Lucene's 1,024 clauses
+
+
+class _RefusingBackend:
+    """A real backend that raises for one query, as a broken backend would."""
+
+    def __init__(self, inner, refuse: str) -> None:
+        self.inner, self.refuse = inner, refuse
+
+    def search(self, queries, k):
+        if self.refuse in queries:
+            raise RuntimeError("the backend cannot search this")
+        return self.inner.search(queries, k)
+
+    def close(self) -> None:
+        pass
+
+
+def _step_together(envs, actions):
+    """Step every env at once in its own thread; the (obs, valid) of each, in order."""
+    out: list = [None] * len(envs)
+    barrier = threading.Barrier(len(envs))
+
+    def worker(i):
+        barrier.wait()
+        obs, _, _, _, info = envs[i].step(actions[i])
+        out[i] = (obs, info["valid"])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(envs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a step never returned"
+    return out
+
+
+@pytest.mark.parametrize("bad", ["long_query", "backend_error"])
+def test_one_bad_query_never_invalidates_the_envs_batched_with_it(lucene, bad):
+    bad_query = LONG_QUERY if bad == "long_query" else "Velmora refused"
+    backend = lucene.backend if bad == "long_query" else _RefusingBackend(lucene.backend, bad_query)
+    shared = BatchingRetriever(backend, window_s=0.02)
+    tasks = SearchEnv(split="test", retriever=lucene).tasks[:32]
+    envs = [SearchEnv(split="test", retriever=shared, tasks=tasks) for _ in range(32)]
+    for env, task in zip(envs, tasks):
+        env.reset(options={"task": task})
+    for round_ in range(2):  # two rounds: the bad env keeps sending its query
+        actions = [f"<search>{t.metadata['chain'][0]['query']} {round_}</search>" for t in tasks]
+        actions[13] = f"<search>{bad_query}</search>"
+        together = _step_together(envs, actions)
+        alone_env = SearchEnv(split="test", retriever=lucene)
+        for i, (action, task) in enumerate(zip(actions, tasks)):
+            if i == 13:
+                continue
+            alone_env.reset(options={"task": task})
+            obs, *_, info = alone_env.step(action)
+            assert together[i] == (obs, True), f"env {i} in round {round_}"
+        # the long query is cut to Lucene's clause limit and served; a query the backend
+        # cannot search fails its own step only
+        assert together[13][1] is (bad == "long_query")
+    if bad == "long_query":  # the bad query really shared batches
+        assert shared.backend_calls < shared.queries
+    else:
+        assert shared.split_batches >= 1

@@ -5,6 +5,12 @@ ranked list of at most ``k`` hits per query, best first. Batching is part of the
 every consumer (many environments stepping at once, the HTTP server coalescing requests) has
 several queries in hand, and every backend is much faster per query on a batch.
 
+Every backend answers any query string without an exception: queries go through the one shared
+normalisation, :func:`creditgym.envs.retrieval.query_text.normalize_queries` (lone surrogates
+replaced; a non-string is a ``TypeError``), and a query with no searchable word gets ``[]``.
+Callers that batch for others (``BatchingRetriever``, the server's ``Batcher``) normalise before
+batching and retry a failed batch caller by caller, so one bad query fails only its own caller.
+
 Corpus files are wiki-18 JSONL, the format of Search-R1 and FlashRAG: one object per line,
 ``{"id": "...", "contents": "\\"Title\\"\\nbody text"}``: the title, in double quotes, on the first
 line of ``contents``.

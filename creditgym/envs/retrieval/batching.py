@@ -11,15 +11,23 @@ Leader/follower: the first caller to find no batch running becomes the leader, w
 ``window_s`` for others to join, runs one backend call for everything queued (same ``k``, up to
 ``max_batch`` queries), hands each caller its own results, then passes leadership to the oldest
 caller still waiting. Results are never mixed up between callers: each keeps its own slice.
+
+Isolation: one caller's bad query never fails the callers it was batched with. Queries are
+checked and normalised (:func:`~creditgym.envs.retrieval.query_text.normalize_queries`) in the
+caller's own thread before they join a batch, so a non-string query or a bad ``k`` raises only
+there. When a batched backend call still raises, the leader retries each caller's queries alone:
+every caller gets its own results or its own exception (the one its queries raise by themselves).
 """
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from dataclasses import dataclass, field
 
 from creditgym.envs.retrieval.base import Hit, Retriever
+from creditgym.envs.retrieval.query_text import normalize_queries
 
 
 @dataclass
@@ -32,10 +40,29 @@ class _Call:
     error: BaseException | None = None
 
 
+def _check_k(k: int) -> int:
+    try:
+        value = operator.index(k)
+    except TypeError:
+        value = 0
+    if isinstance(k, bool) or value < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    return value
+
+
+def _search_checked(backend: Retriever, queries: list[str], k: int) -> list[list[Hit]]:
+    hits = backend.search(queries, k)
+    if len(hits) != len(queries):
+        raise RuntimeError(f"backend returned {len(hits)} result lists for {len(queries)} queries")
+    return hits
+
+
 class BatchingRetriever:
     """A thread-safe ``Retriever`` that batches concurrent calls to ``backend``."""
 
-    def __init__(self, backend: Retriever, *, max_batch: int = 512, window_s: float = 0.001) -> None:
+    def __init__(
+        self, backend: Retriever, *, max_batch: int = 512, window_s: float = 0.001
+    ) -> None:
         if max_batch < 1 or window_s < 0:
             raise ValueError("max_batch must be >= 1 and window_s >= 0")
         self.backend = backend
@@ -45,12 +72,18 @@ class BatchingRetriever:
         self._queue: list[_Call] = []
         self._leading = False
         self.backend_calls = 0
-        """Backend calls made so far (queries / backend_calls is the mean batch size)."""
+        """Backend calls made so far, retries included (queries / backend_calls ~ batch size)."""
         self.queries = 0
-        """Queries answered so far."""
+        """Queries answered so far (with results or with their own error)."""
+        self.split_batches = 0
+        """Batched calls that raised and were retried caller by caller."""
 
     def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        call = _Call(list(queries), k)
+        queries = normalize_queries(queries)
+        k = _check_k(k)
+        if not queries:
+            return []
+        call = _Call(queries, k)
         with self._lock:
             self._queue.append(call)
             if not self._leading:
@@ -70,22 +103,10 @@ class BatchingRetriever:
             time.sleep(self.window_s)
         with self._lock:
             batch = self._take_batch()
-        queries = [q for c in batch for q in c.queries]
-        try:
-            hits = self.backend.search(queries, batch[0].k)
-            if len(hits) != len(queries):
-                raise RuntimeError(f"backend returned {len(hits)} result lists for {len(queries)} queries")
-        except BaseException as exc:  # every waiting caller learns what happened
-            for c in batch:
-                c.error = exc
-        else:
-            start = 0
-            for c in batch:
-                c.hits = hits[start : start + len(c.queries)]
-                start += len(c.queries)
+        calls = self._run(batch)
         with self._lock:
-            self.backend_calls += 1
-            self.queries += len(queries)
+            self.backend_calls += calls
+            self.queries += sum(len(c.queries) for c in batch)
             successor = self._queue[0] if self._queue else None
             self._leading = successor is not None
             if successor is not None:
@@ -94,6 +115,35 @@ class BatchingRetriever:
             c.done.set()
         if successor is not None:
             successor.done.set()
+
+    def _run(self, batch: list[_Call]) -> int:
+        """Answer every call of ``batch``; returns the number of backend calls made."""
+        queries = [q for c in batch for q in c.queries]
+        try:
+            hits = _search_checked(self.backend, queries, batch[0].k)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return 1
+        except BaseException as exc:  # KeyboardInterrupt and the like: everyone stops
+            for c in batch:
+                c.error = exc
+            return 1
+        else:
+            start = 0
+            for c in batch:
+                c.hits = hits[start : start + len(c.queries)]
+                start += len(c.queries)
+            return 1
+        # The batch failed: find out whose queries did it by running each caller alone.
+        with self._lock:
+            self.split_batches += 1
+        for c in batch:
+            try:
+                c.hits = _search_checked(self.backend, c.queries, c.k)
+            except BaseException as exc:  # handed to its own caller, whatever it is
+                c.error = exc
+        return 1 + len(batch)
 
     def _take_batch(self) -> list[_Call]:
         """Pop the oldest call and every queued call with the same ``k`` that fits the batch."""

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from creditgym.envs.retrieval.base import Hit, iter_corpus, parse_contents
+from creditgym.envs.retrieval.query_text import normalize_queries
 from creditgym.errors import ConfigError, RetrievalError
 
 META_FILE = "creditgym_bm25s.json"
@@ -245,8 +246,7 @@ class BM25sRetriever:
         """Top-``k`` hits per query (fewer when fewer documents match), best first."""
         if self._closed:
             raise RetrievalError("BM25sRetriever is closed")
-        if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries, not one string")
+        queries = normalize_queries(queries)
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if not queries:
@@ -254,7 +254,7 @@ class BM25sRetriever:
         kk = min(k, self.num_documents)
         with self._lock:
             ids = self._tokenizer.tokenize(
-                list(queries), update_vocab=False, return_as="ids", show_progress=False
+                queries, update_vocab=False, return_as="ids", show_progress=False
             )
         # a query with no known term matches nothing (bm25s would score the empty token)
         live = [i for i, q in enumerate(ids) if any(t != self._empty_id for t in q)]

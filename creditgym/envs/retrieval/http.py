@@ -14,6 +14,9 @@ blocks that caller, never deadlocks), and ``await asearch(...)`` works from any 
 larger than ``batch_size`` are split into requests sent concurrently over at most
 ``max_connections`` connections.
 
+Queries are normalised first (``query_text``: lone surrogates replaced), so any string can be
+sent.
+
 Failures: a connection error, a timeout (``timeout`` seconds per request), or a 5xx / 429 answer
 is retried up to ``retries`` more times, waiting ``backoff``, then twice that, and so on. A 4xx
 answer is the caller's mistake and raises :class:`RetrievalError` at once with the server's own
@@ -28,6 +31,7 @@ from typing import Any
 
 from creditgym.aio_client import LoopThreadClient, ServerKind
 from creditgym.envs.retrieval.base import Hit, parse_contents
+from creditgym.envs.retrieval.query_text import normalize_queries
 from creditgym.errors import RetrievalError
 
 
@@ -100,11 +104,12 @@ class HTTPRetriever(LoopThreadClient):
 
 
 def _checked(queries: list[str], k: int) -> tuple[list[str], int]:
-    if isinstance(queries, str):
-        raise TypeError("search() takes a list of queries, not one string")
+    # Normalised here so that servers which choke on lone surrogates (any that encodes UTF-8
+    # strictly) see only text they can read.
+    queries = normalize_queries(queries)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    return list(queries), k
+    return queries, k
 
 
 def parse_response(data: Any, n: int, *, source: str = "server") -> list[list[Hit]]:

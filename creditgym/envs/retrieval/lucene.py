@@ -10,6 +10,16 @@ Builds are atomic: the index is written into a hidden temporary directory next t
 and renamed into place only once Anserini has finished, so a killed or failed build never leaves
 a half-written index that looks valid, and an existing index is untouched until the new one is
 complete.
+
+Any query text is answered without an exception. Queries are normalised first
+(:mod:`~creditgym.envs.retrieval.query_text`: lone surrogates, which the JVM bridge cannot encode,
+become U+FFFD). Anserini turns a query into one Lucene clause per distinct analysed term, and
+Lucene refuses a query of more than ``IndexSearcher.getMaxClauseCount()`` clauses (1,024 by
+default) with ``TooManyClauses``; in a batch that one refusal fails the whole batch. So a query
+with more distinct terms than that is **cut just before its first term past the limit**: it is
+searched as the prefix of its text that holds the first 1,024 distinct terms (repeats of those
+terms after the cut no longer add to their weight). Queries no longer than the limit in
+characters cannot reach it and are never analysed twice.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from typing import Any
 
 from creditgym.envs.retrieval.base import Hit, iter_corpus, parse_contents
 from creditgym.envs.retrieval.jvm import ensure_jvm
+from creditgym.envs.retrieval.query_text import normalize_queries
 from creditgym.errors import CorpusFormatError, RetrievalError
 
 log = logging.getLogger(__name__)
@@ -241,13 +252,45 @@ def _hit_from_raw(docid: str, raw: str | None, contents: str | None, score: floa
     return Hit(docid=docid, title=title, text=body, score=score)
 
 
+def _cut_before_term(analyzer: Any, query: str, limit: int) -> str:
+    """The prefix of ``query`` that ends with the last token before its ``limit + 1``-th
+    distinct term, as ``analyzer`` sees it."""
+    from jnius import autoclass, cast  # type: ignore[import-not-found]
+
+    attrs = "org.apache.lucene.analysis.tokenattributes."
+    klass = autoclass("java.lang.Class")
+    stream = analyzer.tokenStream("contents", query)
+    try:
+        term = cast(attrs + "CharTermAttribute",
+                    stream.addAttribute(klass.forName(attrs + "CharTermAttribute")))
+        offset = cast(attrs + "OffsetAttribute",
+                      stream.addAttribute(klass.forName(attrs + "OffsetAttribute")))
+        stream.reset()
+        seen: set[str] = set()
+        end = 0
+        while stream.incrementToken():
+            token = term.toString()
+            if token not in seen:
+                if len(seen) == limit:
+                    break
+                seen.add(token)
+            end = offset.endOffset()
+        stream.end()
+    finally:
+        stream.close()
+    # Java offsets count UTF-16 code units; the query has no lone surrogate (normalised).
+    return query.encode("utf-16-le")[: 2 * end].decode("utf-16-le")
+
+
 class LuceneRetriever:
     """BM25 search over a Lucene index directory with pyserini (implements ``Retriever``).
 
     Queries are bags of words run through the index's analyzer (Anserini's default query
     generator): Lucene query syntax (``AND``, ``"``, ``:``, ``(``) has no special meaning and never
     raises. A query with no indexable term (empty, whitespace, only stopwords or punctuation)
-    gets an empty hit list. Safe to call from several threads.
+    gets an empty hit list; lone surrogates are replaced and a query with more than
+    ``max_clauses`` distinct terms is cut (see the module docstring). Safe to call from several
+    threads.
     """
 
     def __init__(
@@ -279,12 +322,21 @@ class LuceneRetriever:
                 from exc
         self._searcher.set_bm25(float(k1), float(b))
         self.stemmer = _index_stemmer(path)
-        if self.stemmer != "porter":  # pyserini's searcher assumes Porter unless told
-            from pyserini.analysis import get_lucene_analyzer
+        from jnius import autoclass  # type: ignore[import-not-found]
+        from pyserini.analysis import get_lucene_analyzer
 
-            self._searcher.set_analyzer(
-                get_lucene_analyzer(stemming=self.stemmer != "none", stemmer=self.stemmer)
-            )
+        # The searcher's own analyzer is not reachable from Python: keep an equal one to count
+        # and cut the terms of over-long queries.
+        self._analyzer = get_lucene_analyzer(stemming=self.stemmer != "none",
+                                             stemmer=self.stemmer)
+        if self.stemmer != "porter":  # pyserini's searcher assumes Porter unless told
+            self._searcher.set_analyzer(self._analyzer)
+        self.max_clauses = int(
+            autoclass("org.apache.lucene.search.IndexSearcher").getMaxClauseCount()
+        )
+        """Lucene's limit on clauses per query: queries keep at most this many distinct terms."""
+        self.truncated_queries = 0
+        """Queries cut to ``max_clauses`` distinct terms so far."""
         self.index_dir = path
         self.k1, self.b = float(k1), float(b)
         self.threads = max(1, int(threads))
@@ -295,13 +347,12 @@ class LuceneRetriever:
         """Top-``k`` BM25 hits for each query, best first, in the order of ``queries``."""
         if self._closed:
             raise RetrievalError(f"LuceneRetriever({self.index_dir}) is closed")
-        if isinstance(queries, str):
-            raise TypeError("search() takes a list of queries; wrap a single query in a list")
+        queries = normalize_queries(queries)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
-        queries = [str(q) for q in queries]
         if not queries:
             return []
+        queries = [self._fit_clause_limit(q) for q in queries]
         qids = [str(i) for i in range(len(queries))]
         threads = min(self.threads, len(queries))
         if len(queries) == 1:
@@ -318,6 +369,18 @@ class LuceneRetriever:
                 hits.append(_hit_from_raw(str(h.docid), raw, contents, float(h.score)))
             out.append(hits)
         return out
+
+    def _fit_clause_limit(self, query: str) -> str:
+        """``query``, or its longest prefix holding at most ``max_clauses`` distinct terms."""
+        if len(query) <= self.max_clauses:  # every term takes at least one character
+            return query
+        from jnius import autoclass  # type: ignore[import-not-found]
+
+        terms = autoclass("io.anserini.analysis.AnalyzerUtils").analyze(self._analyzer, query)
+        if len(set(terms.toArray())) <= self.max_clauses:
+            return query
+        self.truncated_queries += 1
+        return _cut_before_term(self._analyzer, query, self.max_clauses)
 
     def close(self) -> None:
         """Close the index; the retriever is unusable afterwards."""

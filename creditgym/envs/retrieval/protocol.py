@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from creditgym.aio_server import BadRequest
+from creditgym.aio_server import BadRequest, parse_json
 from creditgym.envs.retrieval.base import Hit
 
 DEFAULT_TOPK = 3
@@ -22,10 +22,7 @@ def parse_request(
     body: bytes, *, max_queries: int, max_topk: int
 ) -> tuple[list[str], int, bool]:
     """Validate a ``/retrieve`` body: (queries, topk, return_scores), or raise BadRequest."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    payload = parse_json(body)  # 400 for invalid or too deeply nested JSON
     if not isinstance(payload, dict):
         raise BadRequest(
             f"request body must be a JSON object like {{\"queries\": [\"...\"], \"topk\": 3}}, "

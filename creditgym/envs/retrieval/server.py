@@ -7,9 +7,21 @@ With ``"return_scores": false`` (the default, as in Search-R1) each query's list
 documents. ``topk`` defaults to 3. Keys other than these are ignored, as Search-R1's server
 ignores them. ``GET /health`` answers ``{"status": "ok", "backend": ..., "documents": N}``.
 
+Access and limits (:mod:`creditgym.aio_server`): only requests addressed to localhost,
+127.0.0.1, [::1] or the bound address are answered (403 otherwise; ``--allow-host NAME``,
+repeatable, exposes the server deliberately), POST bodies must be ``application/json`` (415),
+clients that stall while sending headers or body are dropped after ``--header-timeout`` /
+``--body-timeout`` seconds (408 for a body), open connections are capped (stalled ones evicted
+first), and SIGTERM ends the server within seconds.
+
 Every malformed request (body not JSON, wrong types, ``topk`` out of range, too many queries, a
 body over the size limit, an unknown path or method) gets a 4xx answer ``{"error": "..."}`` that
-says what is wrong, and the server keeps serving. A failing backend gives 500 with the error.
+says what is wrong, and the server keeps serving. Any query string is served: lone surrogates,
+control characters, empty or punctuation-only text and Lucene syntax are normalised or matched
+as plain words (an empty query gets an empty list), and Lucene keeps a query's first
+``maxClauseCount`` (1,024) distinct terms (see ``query_text.py`` and ``lucene.py``), so client
+text never causes a 500. A failing backend gives 500 with the error, to the failing request
+only: a batch whose backend call raises is retried request by request.
 
 Throughput comes from batching: queries from concurrent requests wait in a queue per ``topk``
 while the backend works on the previous batch, then go to the backend together as one
@@ -24,10 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,144 +45,23 @@ from aiohttp import web
 from creditgym.aio_server import (
     BackgroundAppServer,
     BadRequest,  # noqa: F401  (re-exported: creditgym.envs.retrieval.server.BadRequest)
+    ServerSettings,
+    add_server_arguments,
+    json_app,
     json_body,
-    json_error_middleware,
     read_body,
     serve_app,
+    settings_from_args,
 )
-from creditgym.envs.retrieval.base import Hit, Retriever
+from creditgym.envs.retrieval.base import Retriever
 from creditgym.envs.retrieval.protocol import DEFAULT_TOPK, format_result, parse_request  # noqa: F401  (re-exported)
+from creditgym.envs.retrieval.server_batcher import Batcher  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 _RETRIEVER_KEY = web.AppKey("retriever", object)
 _BATCHER_KEY = web.AppKey("batcher", object)
-
-
-@dataclass
-class _Job:
-    queries: list[str]
-    future: asyncio.Future
-
-
-@dataclass
-class _Queue:
-    jobs: list[_Job] = field(default_factory=list)
-    since: float = 0.0  # when the oldest waiting job arrived
-
-
-class Batcher:
-    """Coalesces the queries of concurrent requests into batched ``retriever.search`` calls.
-
-    Requests are queued per ``k``. At most ``workers`` batches run at a time, each in a worker
-    thread; when one finishes, the oldest queue is sent next, up to ``max_batch`` queries (whole
-    requests; a single request larger than that goes alone). Results go back to each request in
-    its own order, so batching never mixes requests up.
-    """
-
-    def __init__(
-        self,
-        retriever: Retriever,
-        *,
-        max_batch: int = 256,
-        batch_window_ms: float = 0.0,
-        workers: int = 1,
-    ) -> None:
-        if max_batch < 1 or workers < 1 or batch_window_ms < 0:
-            raise ValueError("max_batch and workers must be >= 1, batch_window_ms >= 0")
-        self.retriever = retriever
-        self.max_batch = max_batch
-        self.window = batch_window_ms / 1000.0
-        self.workers = workers
-        self._queues: dict[int, _Queue] = {}
-        self._running = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self.batches = 0
-        """Backend calls made so far."""
-        self.queries = 0
-        """Queries answered so far."""
-
-    def _pool(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="retrieve")
-        return self._executor
-
-    async def search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        """Queue ``queries`` for a batched top-``k`` search and wait for their hits."""
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        q = self._queues.get(k)
-        if q is None:
-            q = self._queues[k] = _Queue(since=time.monotonic())
-        q.jobs.append(_Job(queries, fut))
-        if self.window and self._running == 0:
-            if self._timer is None:
-                self._timer = loop.call_later(self.window, self._timer_fired)
-        else:
-            self._dispatch()
-        return await fut
-
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        while self._running < self.workers and self._queues:
-            k = min(self._queues, key=lambda key: self._queues[key].since)
-            queue = self._queues[k]
-            batch: list[_Job] = []
-            n = 0
-            while queue.jobs and (not batch or n + len(queue.jobs[0].queries) <= self.max_batch):
-                job = queue.jobs.pop(0)
-                if job.future.done():  # the client went away
-                    continue
-                batch.append(job)
-                n += len(job.queries)
-            if queue.jobs:
-                queue.since = time.monotonic()
-            else:
-                del self._queues[k]
-            if batch:
-                self._running += 1
-                asyncio.get_running_loop().create_task(self._run(batch, k))
-
-    async def _run(self, batch: list[_Job], k: int) -> None:
-        queries = [q for job in batch for q in job.queries]
-        try:
-            try:
-                hits = await asyncio.get_running_loop().run_in_executor(
-                    self._pool(), self.retriever.search, queries, k
-                )
-                if len(hits) != len(queries):
-                    raise RuntimeError(
-                        f"backend returned {len(hits)} result lists for {len(queries)} queries"
-                    )
-            except Exception as exc:  # every waiting request learns what happened
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                return
-            self.batches += 1
-            self.queries += len(queries)
-            start = 0
-            for job in batch:
-                end = start + len(job.queries)
-                if not job.future.done():
-                    job.future.set_result(hits[start:end])
-                start = end
-        finally:
-            self._running -= 1
-            self._dispatch()
-
-    def close(self) -> None:
-        """Stop the worker threads (waiting for a running batch)."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
 
 
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
@@ -223,14 +111,13 @@ def make_app(
     async def on_cleanup(app: web.Application) -> None:
         await asyncio.get_running_loop().run_in_executor(None, batcher.close)
 
-    json_errors = json_error_middleware(
+    app = json_app(
         _error,
         max_body_bytes=max_body_bytes,
         routes="POST /retrieve and GET /health",
         failure="retrieval failed",
         logger=log,
     )
-    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app[_RETRIEVER_KEY] = retriever
     app[_BATCHER_KEY] = batcher
     app.router.add_post("/retrieve", retrieve)
@@ -242,16 +129,22 @@ def make_app(
 class BackgroundServer(BackgroundAppServer):
     """Runs :func:`make_app` on its own event loop thread: for tests, benchmarks and notebooks.
 
-    ``port=0`` picks a free port; ``url`` is the base URL once started. Use as a context manager
-    or call ``start()`` / ``stop()``. The retriever is not closed.
+    ``port=0`` picks a free port; ``url`` is the base URL once started; ``settings`` (timeouts,
+    connection cap, allowed hosts) as for :func:`serve`. Use as a context manager or call
+    ``start()`` / ``stop()``. The retriever is not closed.
     """
 
     thread_name = "retrieval-server"
 
     def __init__(
-        self, retriever: Retriever, host: str = "127.0.0.1", port: int = 0, **app_options: Any
+        self,
+        retriever: Retriever,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        settings: ServerSettings | None = None,
+        **app_options: Any,
     ) -> None:
-        super().__init__(host, port)
+        super().__init__(host, port, settings)
         self.retriever = retriever
         self.app_options = app_options
 
@@ -263,12 +156,14 @@ def serve(
     retriever: Retriever,
     host: str = "127.0.0.1",
     port: int = 8000,
+    settings: ServerSettings | None = None,
     **app_options: Any,
 ) -> None:
-    """Serve ``retriever`` until interrupted (blocking). Binds loopback unless told otherwise."""
+    """Serve ``retriever`` until SIGTERM/SIGINT (blocking). Binds loopback unless told otherwise;
+    ``settings``: timeouts, connection cap and allowed ``Host`` names (see creditgym.aio_server)."""
     app = make_app(retriever, **app_options)
     banner = f"creditgym retrieval server on http://{host}:{port} (POST /retrieve, GET /health)"
-    serve_app(app, host, port, banner)
+    serve_app(app, host, port, banner, settings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -290,6 +185,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-window-ms", type=float, default=0.0,
                         help="wait this long for more requests before an idle backend call")
     parser.add_argument("--workers", type=int, default=1, help="backend calls run at once")
+    add_server_arguments(parser)  # --allow-host, timeouts, --max-connections
 
 
 def run_from_args(args: argparse.Namespace) -> None:
@@ -325,6 +221,7 @@ def run_from_args(args: argparse.Namespace) -> None:
             batch_window_ms=args.batch_window_ms,
             workers=args.workers,
             backend_name=backend,
+            settings=settings_from_args(args),
         )
     finally:
         retriever.close()

@@ -112,6 +112,20 @@ def _filler_docs(n: int, seed: int = 1234) -> list[tuple[str, str, str]]:
     return out
 
 
+HOSTILE_QUERIES: dict[str, str] = {
+    "surrogate": "\ud800",
+    "surrogate_in_word": "Velm\udfffora \ud800\ud800 tower",
+    "1100_words": " ".join(f"zq{i}x" for i in range(1100)),  # over Lucene's 1,024 clauses
+    "empty": "",
+    "whitespace": " \t\n ",
+    "punctuation": "?!.,;:()[]{}",
+    "lucene_syntax": 'title:x AND (y OR "z") ~2 ^3 [a TO b] \\ / && || *',
+    "control": "\x00\x07\x1b\x7f",
+    "emoji_cjk": "\U0001F600 東京タワー Московский",
+}
+"""Query text every backend must answer without an exception (and without failing batch-mates)."""
+
+
 def corpus_docs() -> list[tuple[str, str, str]]:
     """The (id, title, body) rows of the small test corpus, hand-written topics first."""
     return TOPIC_DOCS + _filler_docs(96)

