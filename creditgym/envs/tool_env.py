@@ -29,15 +29,19 @@ The contract (the same for every creditgym environment):
 - Malformed actions never raise: they give an observation saying what was wrong,
   ``valid=False`` and ``-invalid_penalty``. Only driving the environment out of order (``step``
   before ``reset`` or after the episode ended) raises ``EnvUsageError``.
+- Nothing a tool does makes ``step`` raise or overrun its timeout: any exception
+  (``BaseException`` too: tools run in worker threads or processes, where a ``SystemExit`` can
+  only be the tool's own), a timeout, or a value that cannot become observation text (a raising
+  ``__str__``, a failing ``render_tool_result``) is an invalid action naming the tool and the
+  error. Tools run off the caller's loop on the env's ``ToolRunner`` (``tool_executor``
+  ``"thread"``, at most ``max_tool_workers`` threads, or ``"process"``, killed on timeout; see
+  ``creditgym.envs.tool_runner``); ``close`` releases them.
 - Deterministic: the same task, seed and action texts give the same observations, rewards and
   info, provided the tools are deterministic.
 
-``step`` runs ``astep`` on a private event loop (in a helper thread when called from inside a
-running loop); rollouts that step many environments concurrently await ``astep`` directly.
-
-The text spaces live in ``creditgym.envs.text_space`` and the configuration in
-``creditgym.envs.tool_env_config``; ``WideText``, ``sanitize_text``, ``truncate_text`` and
-``ToolEnvConfig`` are re-exported here.
+``step`` runs ``astep`` on a private event loop (in a helper thread inside a running loop);
+rollouts stepping many environments await ``astep``. Re-exported here: ``WideText``,
+``sanitize_text``, ``truncate_text`` (``text_space``), ``ToolEnvConfig`` (``tool_env_config``).
 """
 
 from __future__ import annotations
@@ -47,7 +51,6 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
-import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
@@ -55,13 +58,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium
 
 from creditgym.config import from_dict
-from creditgym.envs.parsing import (
-    ParseError,
-    ToolCall,
-    has_think,
-    parse_json_calls,
-    parse_xml_calls,
-)
+from creditgym.envs.parsing import has_think
 from creditgym.envs.rewards import format_component, outcome_metrics
 from creditgym.envs.task import Task
 from creditgym.envs.text_space import (  # noqa: F401 - re-exported (pickles name _rebuild_wide_text)
@@ -74,11 +71,12 @@ from creditgym.envs.text_space import (  # noqa: F401 - re-exported (pickles nam
 from creditgym.envs.tool_env_config import (
     ToolEnvConfig,
     _answer,
-    _jsonable,
     collect_tools,
     default_system_prompt,
 )
-from creditgym.envs.tools import Tool, ToolArgumentError, ToolResult, run_tool
+from creditgym.envs.tool_calls import call_record, read_action
+from creditgym.envs.tool_runner import ToolRunner, describe_exception
+from creditgym.envs.tools import Tool, ToolResult, result_text, run_tool
 from creditgym.errors import ConfigError, EnvUsageError, ToolDefinitionError
 
 __all__ = [
@@ -134,6 +132,7 @@ class ToolEnv(gymnasium.Env):
         self._call_counts: Counter[str] = Counter()
         self._transcript: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: ToolRunner | None = None
 
     # ------------------------------------------------------------------ hooks
 
@@ -150,16 +149,10 @@ class ToolEnv(gymnasium.Env):
         return default_system_prompt(self.tools, self._xml_args, self.config)
 
     def render_tool_result(self, name: str, result: ToolResult) -> str:
-        """Observation text of one call's result (``result.ok``) or failure (``result.error``)."""
+        """Observation text of one call's result (``result.ok``) or failure (``result.error``);
+        if it raises or returns a non-str, the call fails and the observation says why."""
         if result.ok:
-            value = result.value
-            if isinstance(value, str):
-                text = value
-            else:
-                try:
-                    text = json.dumps(value, ensure_ascii=False, default=str)
-                except (TypeError, ValueError):
-                    text = str(value)
+            text = result.text if result.text is not None else result_text(result.value)
         else:
             text = f"Error: {result.error}"
         if self.config.syntax == "xml":
@@ -252,7 +245,8 @@ class ToolEnv(gymnasium.Env):
             return pool.submit(loop.run_until_complete, coro).result()
 
     async def astep(self, action: str):
-        """``step``, awaiting async tools on the caller's event loop."""
+        """``step`` as a coroutine, for stepping many environments on one loop (tools still run
+        off the loop, on the environment's ``ToolRunner``)."""
         if not self._started:
             raise EnvUsageError("call reset() before step()")
         if self._done:
@@ -271,6 +265,9 @@ class ToolEnv(gymnasium.Env):
         return None
 
     def close(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         if self._loop is not None and not self._loop.is_running():
             self._loop.close()
             self._loop = None
@@ -287,52 +284,38 @@ class ToolEnv(gymnasium.Env):
         return self._loop
 
     def _fit(self, text: str) -> str:
-        return truncate_text(sanitize_text(text), self.config.max_observation_chars)
+        # Cut first: sanitising keeps the length, and a tool may return megabytes.
+        return sanitize_text(truncate_text(text, self.config.max_observation_chars))
 
-    def _parse(self, text: str) -> tuple[list[ToolCall], str | None]:
-        """The calls of an action and the reason it is invalid (``None`` when it is valid)."""
-        names = list(self.tools)
-        if self.config.syntax == "xml":
-            parsed = parse_xml_calls(text, names, arg_names=self._xml_args)
-        else:
-            parsed = parse_json_calls(text)
-        if isinstance(parsed, ParseError):
-            return [], parsed.message
-        calls = parsed
-        limit = self.config.max_calls_per_turn
-        if len(calls) > limit:
-            return calls, (
-                f"{len(calls)} tool calls in one turn, but at most {limit} "
-                f"{'is' if limit == 1 else 'are'} allowed; make one call and wait for its result"
-            )
-        for call in calls:
-            if call.name not in self.tools:
-                return calls, (
-                    f"unknown tool {call.name!r}; the available tools are: {', '.join(names)}"
-                )
-        if len(calls) > 1 and any(c.name == self.config.answer_tool for c in calls):
-            return calls, f"{self.config.answer_tool} must be the only call of its turn"
-        return calls, None
+    def _tool_runner(self) -> ToolRunner:
+        if self._runner is None:
+            cfg = self.config
+            self._runner = ToolRunner(cfg.tool_executor, cfg.max_tool_workers)
+        return self._runner
+
+    def _render_result(self, name: str, result: ToolResult) -> tuple[str, str | None]:
+        """One call's observation part and error; what the tool returned cannot make it raise."""
+        try:
+            part = self.render_tool_result(name, result)
+            if not isinstance(part, str):
+                raise TypeError(f"render_tool_result returned {type(part).__name__}, not str")
+            return part, (None if result.ok else result.error)
+        except (KeyboardInterrupt, SystemExit, asyncio.CancelledError):
+            raise  # in the caller's own thread: the user's Ctrl-C, a cancelled step
+        except BaseException as exc:  # noqa: BLE001 - see the module docstring
+            why = describe_exception(exc)
+            error = f"the result of tool {name} cannot become an observation ({why})"
+            return self.render_invalid(error), error
 
     async def _step(self, action: Any):
         cfg, task = self.config, self._task
         assert task is not None
         self._turn += 1
-        if isinstance(action, bytes):
-            action = action.decode("utf-8", "replace")
-        if not isinstance(action, str):
-            text, error, calls = "", f"the action must be text, got {type(action).__name__}", []
-        else:
-            text = action
-            calls, error = self._parse(text)
-        converted: list[dict[str, Any]] = []
-        if error is None:
-            for call in calls:
-                try:
-                    converted.append(self.tools[call.name].validate(call.arguments))
-                except ToolArgumentError as exc:
-                    error = f"invalid arguments: {exc}"
-                    break
+        read = read_action(
+            action, self.tools, syntax=cfg.syntax, xml_args=self._xml_args,
+            max_calls_per_turn=cfg.max_calls_per_turn, answer_tool=cfg.answer_tool,
+        )
+        text, calls, converted, error = read.text, read.calls, read.arguments, read.error
         if not has_think(text):
             self._all_think = False
 
@@ -342,30 +325,27 @@ class ToolEnv(gymnasium.Env):
         step_valid = error is None
         if error is not None:
             obs_text = self.render_invalid(error)
-            records = [
-                {"name": c.name, "arguments": _jsonable(c.arguments), "ok": False, "error": error}
-                for c in calls
-            ]
+            records = [call_record(c.name, c.arguments, error) for c in calls]
         elif calls[0].name == cfg.answer_tool:
             answer = str(converted[0].get("answer", next(iter(converted[0].values()), "")))
             obs_text = ""
-            records = [{"name": cfg.answer_tool, "arguments": _jsonable(converted[0]), "ok": True,
-                        "error": None}]
+            records = [call_record(cfg.answer_tool, converted[0], None)]
         else:
+            runner = self._tool_runner()
             results = await asyncio.gather(
-                *(run_tool(self.tools[c.name], args, cfg.tool_timeout_s)
+                *(run_tool(self.tools[c.name], args, cfg.tool_timeout_s, runner=runner)
                   for c, args in zip(calls, converted))
             )
             parts = []
             for call, args, result in zip(calls, converted, results):
                 self._call_counts[call.name] += 1
                 executed.append(call.name)
-                parts.append(self.render_tool_result(call.name, result))
-                records.append({"name": call.name, "arguments": _jsonable(args), "ok": result.ok,
-                                "error": result.error})
-                if not result.ok:
+                part, call_error = self._render_result(call.name, result)
+                parts.append(part)
+                records.append(call_record(call.name, args, call_error))
+                if call_error is not None:
                     step_valid = False
-                    error = error or result.error
+                    error = error or call_error
             obs_text = "\n".join(parts) if cfg.syntax == "json" and len(parts) > 1 else "".join(parts)
 
         if not step_valid:

@@ -7,6 +7,7 @@ when it is made and ``default_system_prompt`` from its ``system_prompt`` hook.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +34,15 @@ class ToolEnvConfig:
     """The action space's ``max_length`` (longer actions are still accepted)."""
     tool_timeout_s: float | None = 30.0
     """Seconds a tool call may take (``None``: no limit); a tool's own ``timeout_s`` wins."""
+    tool_executor: Literal["thread", "process"] = "thread"
+    """Where tools run (``creditgym.envs.tool_runner``): ``thread``, a bounded pool of daemon
+    threads per environment (a timed-out call is abandoned and holds its thread until it
+    returns), or ``process``, worker processes killed on timeout (tools must be picklable:
+    module-level functions, not lambdas or closures)."""
+    max_tool_workers: int = 4
+    """Threads (or processes) per environment that run tool calls. Calls beyond it wait, and one
+    whose timeout passes while waiting fails without starting; this caps the threads that
+    timed-out tools can hold."""
     max_calls_per_turn: int = 1
     """How many tool calls one action may hold; more makes the action invalid."""
     answer_tool: str = "answer"
@@ -51,6 +61,15 @@ class ToolEnvConfig:
             )
         if self.max_action_chars < 1:
             raise ConfigError(f"ToolEnvConfig.max_action_chars must be >= 1, got {self.max_action_chars}")
+        if self.tool_executor not in ("thread", "process"):
+            raise ConfigError(
+                "ToolEnvConfig.tool_executor must be 'thread' or 'process', "
+                f"got {self.tool_executor!r}"
+            )
+        if self.max_tool_workers < 1:
+            raise ConfigError(
+                f"ToolEnvConfig.max_tool_workers must be >= 1, got {self.max_tool_workers}"
+            )
         if self.max_calls_per_turn < 1:
             raise ConfigError(
                 f"ToolEnvConfig.max_calls_per_turn must be >= 1, got {self.max_calls_per_turn}"
@@ -75,8 +94,9 @@ def collect_tools(
 ) -> dict[str, Tool]:
     """The tools by name, the answer tool (made by ``make_answer_tool``) last.
 
-    Raises ``ToolDefinitionError`` for duplicate names, a clash with the answer tool, or (in the
-    xml syntax) a tool that cannot be called with one text input per tag.
+    Raises ``ToolDefinitionError`` for duplicate names, a clash with the answer tool, (in the
+    xml syntax) a tool that cannot be called with one text input per tag, or (with
+    ``tool_executor="process"``) a tool whose function cannot be pickled.
     """
     tools: dict[str, Tool] = {}
     for fn in fns:
@@ -89,6 +109,8 @@ def collect_tools(
                 "ToolEnvConfig.answer_tool"
             )
         tools[tool.name] = tool
+        if config.tool_executor == "process":
+            _check_picklable(tool)
     tools[config.answer_tool] = make_answer_tool(config.answer_tool)
     if config.syntax == "xml":
         for tool in tools.values():
@@ -100,6 +122,17 @@ def collect_tools(
                     "the others defaults or use syntax='json'"
                 )
     return tools
+
+
+def _check_picklable(tool: Tool) -> None:
+    try:
+        pickle.dumps(tool.fn)
+    except Exception as exc:  # noqa: BLE001 - PicklingError, AttributeError, TypeError, ...
+        raise ToolDefinitionError(
+            f"tool {tool.name!r} cannot run with tool_executor='process': its function cannot be "
+            f"pickled to a worker process ({type(exc).__name__}: {exc}); define it at module "
+            "level (not a lambda, closure or local function), or use tool_executor='thread'"
+        ) from exc
 
 
 def default_system_prompt(

@@ -19,12 +19,15 @@ lines) and a JSON schema from the hints: ``str``, ``int``, ``float``, ``bool``, 
 
 ``Tool.validate`` checks and converts model-supplied arguments (``"3"`` -> ``3`` for an ``int``,
 ``"true"`` -> ``True`` for a ``bool``, ...) and raises ``ToolArgumentError`` with a message meant
-for the agent. ``run_tool`` awaits the tool under a timeout and turns every failure (bad
-arguments, an exception, a timeout) into a ``ToolResult`` with an error string: it never raises.
+for the agent. ``run_tool`` runs a tool under a timeout and turns every failure (bad arguments,
+an exception of any kind, a timeout, a value that cannot be shown as text) into a ``ToolResult``
+with an error string: it never raises, except ``asyncio.CancelledError`` when its caller is
+cancelled.
 
-Sync tools run in a fresh daemon thread per call. Python cannot stop a thread, so a sync tool
-that times out keeps running in the background until it returns; a daemon thread at least never
-holds an executor's worker or blocks interpreter exit. Async tools are cancelled on timeout.
+Where calls run is ``creditgym.envs.tool_runner``'s job (``ToolRunner``): sync and async tools
+alike run off the caller's event loop, on a bounded pool of threads (a timed-out call is abandoned
+and holds one of them until it returns) or in worker processes that are killed on timeout.
+``ToolResult``, ``ToolRunner`` and ``result_text`` are re-exported here.
 
 The schema derivation and argument conversion (``parse_docstring``, ``type_schema``,
 ``convert_value``, ``ToolArgumentError``) live in ``creditgym.envs.tool_schema`` and are
@@ -33,12 +36,9 @@ re-exported here.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import copy
 import inspect
 import re
-import threading
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,23 +52,15 @@ from creditgym.envs.tool_schema import (
     parse_docstring,
     type_schema,
 )
+from creditgym.envs.tool_runner import ToolResult, ToolRunner, result_text
 from creditgym.errors import ToolDefinitionError
 
 __all__ = [
-    "Param", "Tool", "ToolArgumentError", "ToolResult", "as_tool", "convert_value",
-    "parse_docstring", "run_tool", "type_schema",
+    "Param", "Tool", "ToolArgumentError", "ToolResult", "ToolRunner", "as_tool", "convert_value",
+    "parse_docstring", "result_text", "run_tool", "type_schema",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class ToolResult:
-    """The outcome of one tool call: ``ok`` with a ``value``, or not ``ok`` with an ``error``."""
-
-    ok: bool
-    value: Any = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,14 +248,18 @@ def as_tool(obj: Callable[..., Any] | Tool) -> Tool:
 
 
 async def run_tool(
-    tool: Tool, arguments: dict[str, Any], timeout: float | None = None
+    tool: Tool,
+    arguments: dict[str, Any],
+    timeout: float | None = None,
+    *,
+    runner: ToolRunner | None = None,
 ) -> ToolResult:
-    """Validate ``arguments``, call ``tool`` and await it under ``timeout`` seconds.
+    """Validate ``arguments`` and run ``tool`` under ``timeout`` seconds on ``runner``.
 
     Never raises (except ``asyncio.CancelledError`` when the caller itself is cancelled): bad
-    arguments, an exception from the tool and a timeout all come back as
-    ``ToolResult(ok=False, error=message)``. ``tool.timeout_s`` overrides ``timeout``; ``None``
-    or ``<= 0`` means no limit.
+    arguments, a failure of the tool and a timeout all come back as ``ToolResult(ok=False,
+    error=message)``. ``tool.timeout_s`` overrides ``timeout``; ``None`` or ``<= 0`` means no
+    limit. Without ``runner`` the call gets a throw-away thread runner of its own.
     """
     try:
         kwargs = tool.validate(arguments)
@@ -272,49 +268,10 @@ async def run_tool(
     limit = tool.timeout_s if tool.timeout_s is not None else timeout
     if limit is not None and limit <= 0:
         limit = None
+    if runner is not None:
+        return await runner.call(tool.name, tool.fn, kwargs, limit)
+    own = ToolRunner("thread", 1, name=f"creditgym-tool-{tool.name}")
     try:
-        if tool.is_async:
-            value = await asyncio.wait_for(tool.fn(**kwargs), limit)
-        else:
-            value = await asyncio.wait_for(_run_in_daemon_thread(tool.fn, kwargs), limit)
-            if inspect.isawaitable(value):  # a sync callable that returned a coroutine
-                value = await asyncio.wait_for(value, limit)
-    except (asyncio.TimeoutError, TimeoutError):
-        return ToolResult(ok=False, error=f"tool {tool.name} timed out after {limit:g} s")
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every tool failure becomes a message
-        message = str(exc).strip()
-        detail = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-        return ToolResult(ok=False, error=f"tool {tool.name} failed with {detail}")
-    return ToolResult(ok=True, value=value)
-
-
-def _run_in_daemon_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> asyncio.Future:
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future = loop.create_future()
-    ctx = contextvars.copy_context()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if future.done():  # timed out and cancelled meanwhile
-            return
-        if error is None:
-            future.set_result(value)
-        else:
-            future.set_exception(error)
-
-    def target() -> None:
-        try:
-            value, error = ctx.run(fn, **kwargs), None
-        except BaseException as exc:  # noqa: BLE001 - delivered to the awaiting coroutine
-            value, error = None, exc
-            if isinstance(exc, StopIteration) or not isinstance(exc, Exception):
-                error = RuntimeError(f"{type(exc).__name__}: {exc}")
-        try:
-            loop.call_soon_threadsafe(settle, value, error)
-        except RuntimeError:  # the loop closed while the tool ran (it had timed out)
-            pass
-
-    name = f"creditgym-tool-{getattr(fn, '__name__', 'call')}"
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return future
+        return await own.call(tool.name, tool.fn, kwargs, limit)
+    finally:
+        own.close()  # an abandoned call's thread exits once the call returns
