@@ -32,6 +32,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     from creditgym.envs.defaults import ensure_world_index
     from creditgym.envs.retrieval import build_index
 
+    if args.corpus is not None and args.out is not None:
+        from creditgym.files import check_output_dir
+
+        # --overwrite replaces the folder: it must not hold the corpus it is built from
+        check_output_dir(args.out, [args.corpus], force=True)
     if args.corpus is None:
         built = ensure_world_index(_world_config(args), args.backend, threads=args.threads)
         print(built.index)
@@ -60,13 +65,14 @@ def cmd_world(args: argparse.Namespace) -> int:
     import json
 
     from creditgym.envs.world import World
+    from creditgym.files import atomic_writer, check_output_dir
 
+    out = check_output_dir(args.out, force=args.force)
     world = World.generate(_world_config(args))
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     world.write_corpus(out / "corpus.jsonl")
     for split in ("train", "test"):
-        with (out / f"{split}.jsonl").open("w") as f:
+        with atomic_writer(out / f"{split}.jsonl") as f:
             for task in world.questions(split):
                 f.write(json.dumps(task.to_dict()) + "\n")
     print(out)
@@ -110,15 +116,36 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from creditgym.errors import ConfigError
 
         raise ConfigError("give --model PATH (a local model folder) or --url of a policy server")
-    out = args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    from creditgym.files import check_output
+
+    final = Path(args.out or f"runs/eval-{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    env_kwargs = parse_assignments(args.env_arg, flag="--env-arg")
+    inputs = [p for p in (args.model, args.tokenizer, env_kwargs.get("tasks_path")) if isinstance(p, str)]
+    for suffix in ("", ".meta.json", ".summary.json"):
+        check_output(f"{final}{suffix}", inputs, force=args.force)
+    # Replacing a run: write the new one aside and rename it over the old one only when done.
+    out = final.with_name(f".{final.name}.partial") if final.exists() else final
+    if out != final:  # a killed earlier replacement: start over rather than resume it
+        for suffix in ("", ".meta.json", ".summary.json"):
+            Path(f"{out}{suffix}").unlink(missing_ok=True)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               stop=SEARCH_R1_STOPS, seed=args.seed)
     config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context)
-    summary = run_eval(env_id=args.env, env_kwargs=parse_assignments(args.env_arg, flag="--env-arg"),
+    summary = run_eval(env_id=args.env, env_kwargs=env_kwargs,
                        model=args.model, url=args.url, episodes=args.episodes, group=args.group,
                        out=out, rollout_config=config, seed=args.seed,
                        tokenizer_path=args.tokenizer)
+    if out != final:
+        import os
+
+        from creditgym.files import fsync_dir
+
+        for suffix in (".meta.json", ".summary.json", ""):  # the trajectories last
+            if Path(f"{out}{suffix}").exists():
+                os.replace(f"{out}{suffix}", f"{final}{suffix}")
+        fsync_dir(final.parent)
+        out = final
     table = Table(title=f"eval: {args.env}, {int(summary['trajectories'])} trajectories")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -133,22 +160,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from creditgym.config import from_dict
-    from creditgym.trainers.config import TrainConfig
+    from creditgym.config import from_dict, read_yaml
+    from creditgym.trainers.config import TrainConfig, check_train_config
     from creditgym.trainers.loop import Trainer
 
-    data: dict = {}
-    if args.config:
-        import yaml
-
-        from creditgym.errors import ConfigError
-
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+    # Everything is checked before a folder, model or index is made (errors: exit 2, no traceback).
+    data: dict = read_yaml(args.config) if args.config else {}
     _deep_update(data, parse_assignments(args.set, flag="--set"))
     config = from_dict(TrainConfig, data, where=args.config or "train")
+    check_train_config(config, resume=args.resume)
     result = Trainer(config, resume=args.resume).run()
     table = Table(title=f"held-out evaluation ({config.eval.episodes} test questions)")
     for col in ("", "success", "EM", "F1", "searches / question", "turns"):
@@ -164,9 +184,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from creditgym.files import check_output
     from creditgym.trainers.plot import plot_run
 
-    print(plot_run(args.run_dir))
+    run = Path(args.run_dir)
+    out = check_output(args.out or run / "learning_curves.png",
+                       [run / "metrics.jsonl", run / "evals.json"], force=args.force)
+    print(plot_run(run, out))
     return 0
 
 
@@ -206,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("world", help="write the built-in world's corpus and questions to a folder")
     p.add_argument("--out", required=True, help="output folder (corpus.jsonl, train.jsonl, test.jsonl)")
+    p.add_argument("--force", action="store_true", help="replace the files of a non-empty --out folder")
     _add_world_options(p)
     p.set_defaults(func=cmd_world)
 
@@ -225,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=32, help="tasks to roll out (the environment's first N)")
     p.add_argument("--group", type=int, default=1, help="trajectories per task")
     p.add_argument("--out", help="trajectory file (default runs/eval-<time>.jsonl)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out (the old run stays until the new one is complete)")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-context", type=int, default=4096)
@@ -240,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw a training run's learning curves (PNG)")
     p.add_argument("run_dir", help="a `creditgym train` run folder")
+    p.add_argument("-o", "--out", help="PNG to write (default RUN_DIR/learning_curves.png)")
+    p.add_argument("--force", action="store_true", help="replace the PNG if it exists")
     p.set_defaults(func=cmd_plot)
 
     from creditgym.agents.policy_server import add_serve_policy_arguments, run_serve_policy

@@ -45,13 +45,36 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> 
         raise ConfigError(f"{label}: {exc}") from exc
 
 
-def load_yaml(cls: type[T], path: str | Path) -> T:
-    """Read a YAML file into the dataclass ``cls``."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML file (an empty file is ``{}``). A missing file, a YAML syntax error
+    (reported as ``FILE:LINE:COLUMN``) or a top level that is not a mapping is a ``ConfigError``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    with path.open() as f:
-        return from_dict(cls, yaml.safe_load(f), where=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(x) for x in (getattr(exc, "context", None),
+                                          getattr(exc, "problem", None)) if x) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {what}; fix the file's syntax there") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of options (key: value), got "
+            f"{type(data).__name__}")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path) -> T:
+    """Read a YAML file (see :func:`read_yaml`) into the dataclass ``cls``."""
+    return from_dict(cls, read_yaml(path), where=str(path))
 
 
 def to_plain(value: Any) -> Any:

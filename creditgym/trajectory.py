@@ -12,7 +12,8 @@ environment id and keyword arguments (``gymnasium.make(env_id, **env_kwargs)``),
 the chat messages the prompt was rendered from, and per turn the decoded action text, the
 observation text, ``info["metrics"]``, the tool calls and the generation's finish reason. Those
 per-turn lists are either empty (not recorded) or have one entry per turn; ``from_dict`` accepts
-records written before they existed.
+records written before they existed (as it does records without ``iteration``, the training
+iteration a record belongs to).
 """
 
 from __future__ import annotations
@@ -65,7 +66,12 @@ class Trajectory:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Outcome metrics of the episode (``em``, ``f1``, ``success``, ...)."""
     advantages: list[float] | None = None
-    """Optional per-token advantages aligned with ``tokens()`` (set by a credit estimator)."""
+    """Optional per-token advantages aligned with ``tokens()`` (set by a credit estimator). In a
+    training run's ``rollouts.jsonl``: exactly the advantages the policy update used."""
+    iteration: int | None = None
+    """Training iteration the record belongs to: ``rollouts.jsonl`` records of iteration ``i``
+    were trained on by update ``i``; evaluation records carry the number of updates taken
+    before them. None: not from a training run."""
     env_id: str = ""
     """Gymnasium id of the environment (``creditgym/Search-v0``); empty: not recorded."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)

@@ -44,6 +44,7 @@ another service); pass ``api_key`` to send ``Authorization: Bearer ...`` (``vllm
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -252,16 +253,25 @@ class OpenAICompatibleBackend(LoopThreadClient):
     # -- public API -------------------------------------------------------------------------
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingParams,
+        *,
+        seeds: Sequence[int | None] | None = None,
     ) -> list[Completion]:
-        """One completion per prompt, in order (blocking)."""
-        return self._run(self._generate(_ids_list(prompts), sampling))
+        """One completion per prompt, in order (blocking). ``seeds``: one per prompt, sent as
+        that prompt's request ``seed`` (instead of ``sampling.seed`` for all of them)."""
+        return self._run(self._generate(_ids_list(prompts), sampling, seeds))
 
     async def agenerate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingParams,
+        *,
+        seeds: Sequence[int | None] | None = None,
     ) -> list[Completion]:
         """One completion per prompt, in order, awaitable from any event loop."""
-        return await self._arun(self._generate(_ids_list(prompts), sampling))
+        return await self._arun(self._generate(_ids_list(prompts), sampling, seeds))
 
     def score(
         self, prefixes: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]]
@@ -281,9 +291,20 @@ class OpenAICompatibleBackend(LoopThreadClient):
     # -- on the private loop ----------------------------------------------------------------
 
     async def _generate(
-        self, prompts: list[list[int]], sampling: SamplingParams
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingParams,
+        seeds: Sequence[int | None] | None = None,
     ) -> list[Completion]:
-        async def one(prompt: list[int]) -> Completion:
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        # One request per prompt, each with its own seed: the server's draws for a prompt then
+        # depend on its seed only (vLLM seeds each request's sampler separately).
+        per_prompt = [sampling] * len(prompts) if seeds is None else [
+            dataclasses.replace(sampling, seed=s) for s in seeds
+        ]
+
+        async def one(prompt: list[int], sampling: SamplingParams) -> Completion:
             body = completion_request(self.model, prompt, sampling)
             body.update(self.extra_body)
             try:
@@ -293,7 +314,7 @@ class OpenAICompatibleBackend(LoopThreadClient):
                     raise
                 return Completion([], [], "error", error=str(exc))
 
-        return await _gather_or_cancel([one(p) for p in prompts])
+        return await _gather_or_cancel([one(p, s) for p, s in zip(prompts, per_prompt)])
 
     async def _score(
         self, prefixes: list[list[int]], continuations: list[list[int]]

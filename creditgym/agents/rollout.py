@@ -9,14 +9,28 @@ each observation as its chat-template delta ids. Loss mask: 1 on generated ids o
 An episode ends when the environment terminates or truncates, or when the next turn would not fit
 ``max_context_tokens`` (recorded as ``truncated``, never a crash). An environment that raises or a
 backend error marks that trajectory ``error`` (with the turns so far) and the batch continues.
+
+Reproducible sampling: when ``config.sampling.seed`` is set, every generation call carries its
+own seed ``stream_seed(sampling.seed, task index, member, turn)`` (a stable hash, never Python's
+``hash()``), so a trajectory's random stream depends only on those keys, not on how requests were
+batched or how fast environments answered. Callers fold further keys (a training iteration) into
+``sampling.seed``. That fixes the tokens; bit-identical log-probs also need a deterministic
+batch composition, ``config.batching`` (see ``creditgym.agents.generation_batcher``): ``rounds``
+(lockstep, batched) or ``alone`` (one prompt per call), not ``free``.
+
+Admission: at most ``max_concurrency`` trajectories are in flight; they are admitted in
+task-then-member order, the next one at the moment (same event-loop step) one ends, so under
+``rounds`` which round a trajectory starts in does not depend on timing either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -24,8 +38,9 @@ import gymnasium
 
 from creditgym.agents.backend import PolicyBackend, SamplingParams
 from creditgym.agents.chat import ChatRenderer
-from creditgym.agents.generation_batcher import GenerationBatcher
+from creditgym.agents.generation_batcher import BatchingMode, GenerationBatcher
 from creditgym.envs.task import Task
+from creditgym.errors import ConfigError
 from creditgym.trajectory import Trajectory
 
 SEARCH_R1_STOPS = ("</search>", "</answer>")
@@ -57,8 +72,22 @@ class RolloutConfig:
     """Trajectories in flight at once (and environments kept open)."""
     max_generation_batch: int = 64
     """Most prompts per backend call."""
+    batching: BatchingMode = "free"
+    """How concurrent trajectories' requests form backend calls: ``free`` (each call takes
+    whatever is queued: a slow tool holds back only its own trajectory), ``rounds`` (lockstep:
+    a call waits until every live trajectory has a request, sorted by (task, member): the same
+    config gives the same batches, so bit-identical log-probs at batched speed; a round waits
+    for the slowest environment step) or ``alone`` (one prompt per call: bit-identical, slow).
+    See ``creditgym.agents.generation_batcher``."""
     check_prefix: bool = False
     """Debug: after each turn compare the running ids with a fresh render; record mismatches."""
+
+
+def stream_seed(*keys: int | str) -> int:
+    """A 63-bit seed that depends only on ``keys``: the same in every process and Python version
+    (blake2b of their text; ``hash()`` is salted per process), distinct for distinct keys."""
+    text = "\x1f".join(f"{type(k).__name__}:{k}" for k in keys)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
 class EnvPool:
@@ -94,9 +123,12 @@ async def _step(env: gymnasium.Env, action: str):
 async def rollout_one(
     env: gymnasium.Env, task: Task, *, seed: int | None, group: str, traj_id: str,
     batcher: GenerationBatcher, renderer: ChatRenderer, config: RolloutConfig,
-    env_id: str = "", env_kwargs: dict | None = None,
+    env_id: str = "", env_kwargs: dict | None = None, sample_key: tuple[int, ...] = (),
 ) -> Trajectory:
-    """Roll out one episode of ``task`` (see the module docstring)."""
+    """Roll out one episode of ``task`` (see the module docstring). With a seeded
+    ``config.sampling``, turn ``t`` samples with ``stream_seed(seed, *sample_key, t)``;
+    ``sample_key`` is also the trajectory's key with ``batcher`` (a ``rounds`` batcher needs
+    ``batcher.join(sample_key)`` before and ``leave`` after)."""
     traj = Trajectory(id=traj_id, group=group, task=task.to_dict(), prompt_ids=[], env_id=env_id,
                       env_kwargs=dict(env_kwargs or {}), seed=seed, created=time.time())
     try:
@@ -118,7 +150,10 @@ async def rollout_one(
             sampling = dataclasses.replace(
                 config.sampling, max_new_tokens=min(config.sampling.max_new_tokens, budget)
             )
-            completion = await batcher.generate(running, sampling)
+            if sampling.seed is not None:
+                turn_seed = stream_seed(sampling.seed, *sample_key, len(traj.action_ids))
+                sampling = dataclasses.replace(sampling, seed=turn_seed)
+            completion = await batcher.generate(running, sampling, key=sample_key)
             if completion.finish_reason == "error":
                 raise RuntimeError(f"backend error: {completion.error}")
             action = renderer.assistant_text(completion.token_ids)
@@ -170,24 +205,30 @@ async def arollout(
     on_trajectory: Callable[[Trajectory], None] | None = None, progress: bool = False,
 ) -> list[Trajectory]:
     """Roll out ``group_size`` trajectories of every task; results in task-then-member order."""
-    batcher = GenerationBatcher(backend, max_batch=config.max_generation_batch)
+    batcher = GenerationBatcher(backend, max_batch=config.max_generation_batch,
+                                mode=config.batching)
     pool = EnvPool(make_env)
-    slots = asyncio.Semaphore(config.max_concurrency)
-    bar = _progress(len(tasks) * config.group_size, progress)
+    keys = [(i, m) for i in range(len(tasks)) for m in range(config.group_size)]
+    admission = _Admission(keys, config.max_concurrency, batcher)
+    bar = _progress(len(keys), progress)
 
     async def one(task_index: int, member: int) -> Trajectory:
         task = tasks[task_index]
         group = f"{group_prefix}{task.id}"
-        async with slots:
+        key = (task_index, member)
+        try:
+            await admission.enter(key)
             env = pool.acquire()
             try:
                 traj = await rollout_one(
                     env, task, seed=seed + task_index, group=group, traj_id=f"{group}/{member}",
                     batcher=batcher, renderer=renderer, config=config, env_id=env_id,
-                    env_kwargs=env_kwargs,
+                    env_kwargs=env_kwargs, sample_key=key,
                 )
             finally:
                 pool.release(env)
+        finally:
+            admission.exit(key)
         if on_trajectory is not None:
             on_trajectory(traj)
         if bar is not None:
@@ -195,13 +236,44 @@ async def arollout(
         return traj
 
     try:
-        return list(await asyncio.gather(
-            *(one(i, m) for i in range(len(tasks)) for m in range(config.group_size))
-        ))
+        return list(await asyncio.gather(*(one(i, m) for i, m in keys)))
     finally:
         if bar is not None:
             bar.close()
         pool.close()
+
+
+class _Admission:
+    """At most ``limit`` trajectories in flight, admitted in ``keys`` order: the first ``limit``
+    at once, then one each time one exits. Admitting joins the batcher and happens before the
+    exiting one leaves it, in the same event-loop step, so a round never runs without a
+    trajectory that is already admitted (a semaphore would wake the next one a step later)."""
+
+    def __init__(self, keys: Sequence[tuple[int, int]], limit: int,
+                 batcher: GenerationBatcher) -> None:
+        if limit < 1:
+            raise ConfigError(f"RolloutConfig.max_concurrency={limit}: must be >= 1")
+        self._batcher = batcher
+        self._waiting = deque(keys)
+        self._admitted = {k: asyncio.Event() for k in keys}
+        for _ in range(min(limit, len(keys))):
+            self._admit_next()
+
+    def _admit_next(self) -> None:
+        key = self._waiting.popleft()
+        self._batcher.join(key)
+        self._admitted[key].set()
+
+    async def enter(self, key: tuple[int, int]) -> None:
+        await self._admitted[key].wait()
+
+    def exit(self, key: tuple[int, int]) -> None:
+        if not self._admitted[key].is_set():  # cancelled while waiting: it never ran
+            self._waiting.remove(key)
+            return
+        if self._waiting:
+            self._admit_next()
+        self._batcher.leave(key)
 
 
 def rollout(*args: Any, **kwargs: Any) -> list[Trajectory]:

@@ -117,15 +117,28 @@ class VLLMBackend:
         return self._vllm.SamplingParams(**fields)
 
     def generate(
-        self, prompts: Sequence[Sequence[int]], sampling: SamplingParams
+        self,
+        prompts: Sequence[Sequence[int]],
+        sampling: SamplingParams,
+        *,
+        seeds: Sequence[int | None] | None = None,
     ) -> list[Completion]:
-        """One completion per prompt, in order."""
+        """One completion per prompt, in order. ``seeds``: one per prompt, each prompt's own
+        ``SamplingParams(seed=...)`` (vLLM seeds every request's sampler separately, so a
+        prompt's draws then depend on its seed only, not on its batch-mates)."""
         self._check_open()
         if not prompts:
             return []
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        params = (
+            self._sampling(sampling)
+            if seeds is None
+            else [self._sampling(sampling, seed=s) for s in seeds]
+        )
         outputs = self.llm.generate(
             [{"prompt_token_ids": [int(t) for t in p]} for p in prompts],
-            self._sampling(sampling),
+            params,
             use_tqdm=False,
         )
         completions = []

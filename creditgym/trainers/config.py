@@ -2,14 +2,22 @@
 
 Every section is a dataclass with a docstring per field; ``creditgym.config.from_dict`` rejects
 unknown keys with the valid ones listed, and ``--set section.key=value`` overrides any field.
+:func:`check_train_config` checks the rest before a run creates anything: value ranges, the
+credit estimator and its options, the environment options, the device, and that ``run_dir``
+can be written; every problem found is listed in one ``ConfigError``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from creditgym.envs.world import WorldConfig
+from creditgym.errors import ConfigError
 from creditgym.trainers.optim import OptimConfig
 from creditgym.trainers.policy_step import PolicyUpdateConfig
 
@@ -49,6 +57,15 @@ class RolloutBackendConfig:
     """vLLM's context length (None: the model's; lower it to save KV-cache memory)."""
     enforce_eager: bool = False
     """Run vLLM without CUDA graphs (slower, starts sooner, less memory)."""
+    batching: Literal["rounds", "free", "alone"] = "rounds"
+    """How the trajectories' generation requests form backend calls (see
+    ``creditgym.agents.generation_batcher``). ``rounds``: lockstep; a call waits until every
+    trajectory in flight has a request, sorted by (task, member), so the same config gives the
+    same batches and identical and resumed runs write identical ``rollouts.jsonl`` (a round
+    waits for the slowest environment step: cheap with the in-process retriever). ``free``: a
+    call takes whatever is queued (best with slow remote tools; same tokens, log-probs may
+    differ in the last bits between runs on a CPU). ``alone``: one prompt per call
+    (bit-identical without coordination, several times slower)."""
 
 
 @dataclass
@@ -161,3 +178,137 @@ class TrainConfig:
     def optim(self, lr: float, total_steps: int) -> OptimConfig:
         return OptimConfig(lr=lr, warmup_steps=min(10, total_steps // 10),
                            total_steps=max(total_steps, 1), schedule="cosine", min_lr_ratio=0.1)
+
+
+def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
+    """Raise one :class:`ConfigError` listing every problem of ``cfg``; creates nothing."""
+    problems: list[str] = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            problems.append(message)
+
+    need(cfg.seed >= 0, f"seed={cfg.seed}: must be >= 0")
+    need(cfg.threads >= 1, f"threads={cfg.threads}: must be >= 1")
+    need(cfg.checkpoint_every >= 1, f"checkpoint_every={cfg.checkpoint_every}: must be >= 1")
+    need(cfg.keep_checkpoints >= 1, f"keep_checkpoints={cfg.keep_checkpoints}: must be >= 1")
+    need(cfg.prm_lr > 0, f"prm_lr={cfg.prm_lr}: must be > 0")
+    rl = cfg.rl
+    need(rl.iterations >= 1, f"rl.iterations={rl.iterations}: must be >= 1 (rollout-credit-update "
+         "iterations; set sft and eval options alone for a warm start without RL)")
+    need(rl.tasks_per_iteration >= 1, f"rl.tasks_per_iteration={rl.tasks_per_iteration}: must be >= 1")
+    need(rl.group_size >= 1, f"rl.group_size={rl.group_size}: must be >= 1")
+    need(rl.max_new_tokens >= 1, f"rl.max_new_tokens={rl.max_new_tokens}: must be >= 1")
+    need(rl.temperature > 0, f"rl.temperature={rl.temperature}: must be > 0 (the loss divides "
+         "logits by it)")
+    need(rl.max_context_tokens > rl.max_new_tokens, f"rl.max_context_tokens={rl.max_context_tokens}: "
+         f"must exceed rl.max_new_tokens={rl.max_new_tokens}")
+    need(rl.lr > 0, f"rl.lr={rl.lr}: must be > 0")
+    sft = cfg.sft
+    for name in ("demonstrations", "steps", "lm_steps", "demo_worlds"):
+        need(getattr(sft, name) >= 0, f"sft.{name}={getattr(sft, name)}: must be >= 0")
+    need(sft.batch_size >= 1, f"sft.batch_size={sft.batch_size}: must be >= 1")
+    need(sft.lr > 0, f"sft.lr={sft.lr}: must be > 0")
+    need(sft.demonstrations >= 1 or sft.steps + sft.lm_steps <= 0,
+         "sft.demonstrations=0 with SFT steps: record at least one, or set sft.steps=0 and "
+         "sft.lm_steps=0 (no warm start)")
+    for name in ("early_answer_prob", "skip_search_prob"):
+        need(0.0 <= getattr(sft, name) <= 1.0, f"sft.{name}={getattr(sft, name)}: must be in [0, 1]")
+    ev = cfg.eval
+    need(ev.episodes >= 1, f"eval.episodes={ev.episodes}: must be >= 1")
+    need(ev.every >= 0, f"eval.every={ev.every}: must be >= 0 (0: only before and after)")
+    need(ev.temperature >= 0, f"eval.temperature={ev.temperature}: must be >= 0 (0: greedy)")
+    problems += _model_problems(cfg)
+    problems += _component_problems(cfg)
+    problem = run_dir_problem(cfg.run_dir, resume=resume)
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise ConfigError("invalid training config:\n  - " + "\n  - ".join(problems))
+
+
+def _model_problems(cfg: TrainConfig) -> list[str]:
+    m, r, out = cfg.model, cfg.rollout, []
+    if m.path is not None and not (Path(m.path) / "config.json").is_file():
+        out.append(f"model.path={m.path!r}: no Hugging Face model folder there (no config.json); "
+                   "give a local model folder, or null for a tiny model")
+    if m.path is None:
+        if m.tiny_layers < 1 or m.tiny_vocab < 100 or m.tiny_init_std <= 0:
+            out.append(f"model: tiny_layers={m.tiny_layers} (>= 1), tiny_vocab={m.tiny_vocab} "
+                       f"(>= 100) and tiny_init_std={m.tiny_init_std} (> 0) are out of range")
+        if m.tiny_hidden < 4 or m.tiny_hidden % 4:
+            out.append(f"model.tiny_hidden={m.tiny_hidden}: must be a positive multiple of 4 "
+                       "(the tiny model has 4 attention heads)")
+    try:
+        from creditgym.trainers.model_setup import training_device
+
+        training_device(m.device)
+    except ConfigError as exc:
+        out.append(str(exc))
+    except (RuntimeError, ValueError) as exc:  # torch.device("nonsense")
+        out.append(f"model.device={m.device!r}: {exc}; use auto, cpu, cuda or cuda:N")
+    if not 0 < r.gpu_memory_utilization <= 1:
+        out.append(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization}: must be in (0, 1]")
+    if r.max_model_len is not None and r.max_model_len < 1:
+        out.append(f"rollout.max_model_len={r.max_model_len}: must be >= 1 or null")
+    if r.backend == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            out.append("rollout.backend=vllm: vLLM is not installed (pip install "
+                       "'creditgym[vllm]'), or use rollout.backend=transformers")
+    return out
+
+
+def _component_problems(cfg: TrainConfig) -> list[str]:
+    """The credit estimator and the environment options, checked by their own strict configs."""
+    from creditgym.config import from_dict
+    from creditgym.credit.registry import make_config
+    from creditgym.envs.search_env import SearchEnvConfig
+
+    out = []
+    try:
+        make_config(cfg.credit)
+    except ConfigError as exc:
+        out.append(str(exc))
+    world = dataclasses.asdict(cfg.world)
+    for label, options in (("env", {**cfg.env, "world": world, "split": "train"}),
+                           ("sft.demo_backend", {**cfg.env, "world": world,
+                                                 "world_backend": cfg.sft.demo_backend})):
+        if label == "sft.demo_backend" and cfg.sft.demo_worlds == 0:
+            continue
+        try:
+            from_dict(SearchEnvConfig, options, where=label)
+        except ConfigError as exc:
+            out.append(str(exc))
+    return out
+
+
+def run_dir_problem(run_dir: str, *, resume: bool = False) -> str | None:
+    """Why ``run_dir`` cannot hold a new (or, with ``resume``, continued) run; None if it can.
+    Looks only: nothing is created (a probe file is anonymous and gone at once)."""
+    path = Path(run_dir)
+    if path.exists():
+        if not path.is_dir():
+            return f"run_dir={run_dir!r} exists and is not a folder; choose another with --set run_dir=DIR"
+        if not resume and (path / "checkpoints").exists():
+            return (f"run_dir {run_dir} already holds a run (it has checkpoints/); pass --resume "
+                    "to continue it, or start a new run elsewhere with --set run_dir=NEW_DIR "
+                    "(nothing there was changed)")
+        target = path
+    else:
+        target = path.absolute().parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if not target.is_dir():
+            return (f"run_dir={run_dir!r}: {target} is a file, so no folder can be made under it; "
+                    "choose another with --set run_dir=DIR")
+    try:
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise PermissionError("permission denied")
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        return (f"run_dir={run_dir!r}: cannot write in {target} ({exc.strerror or exc}); choose "
+                "a writable place with --set run_dir=DIR")
+    return None

@@ -8,8 +8,17 @@ and take one policy-gradient update. Everything a run produces lives in ``run_di
 iteration), ``rollouts.jsonl`` (every trajectory), ``eval-*.jsonl`` and ``learning_curves.png``.
 
 Resuming (``--resume``) loads the newest checkpoint (model, optimiser, scheduler, RNG states,
-iteration, metrics history) and continues; per-iteration randomness is derived from the seed
-and the iteration number, so a resumed run samples what the uninterrupted run would have.
+iteration, metrics history) and continues. Sampling randomness derives from (seed, iteration,
+task, member, turn) (see ``creditgym.agents.rollout.stream_seed``) and, with the default
+``rollout.batching: rounds``, requests form the same batches in every run, so identical runs,
+and a resumed run and the uninterrupted one, write identical records.
+
+Crash consistency: an iteration's records go to ``rollouts.jsonl`` after its update, each with
+its ``iteration`` and the ``advantages`` that update used; the iteration is committed by the
+next checkpoint. On resume, records of iterations the checkpoint does not include (and their
+``eval-itN.jsonl`` files) are dropped by an atomic rewrite before those iterations are redone,
+so every iteration appears exactly once. Evaluation files are written whole (temp + rename), and
+the whole config is checked (``check_train_config``) before anything is created.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import copy
 import dataclasses
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +37,17 @@ import yaml
 
 from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
-from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout
+from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout, stream_seed
 from creditgym.config import to_plain
 from creditgym.credit.registry import estimate, make_config
 from creditgym.envs.factory import SEARCH_ENV_ID, env_factory
 from creditgym.errors import ConfigError
 from creditgym.evaluate import summarize
+from creditgym.files import atomic_write_text, atomic_writer
 from creditgym.replay import TrajectoryWriter, run_metadata
+from creditgym.replay.io import RUN_SCHEMA, encode_line, meta_path, write_json_atomic
 from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from creditgym.trainers.config import TrainConfig
+from creditgym.trainers.config import TrainConfig, check_train_config
 from creditgym.trainers.demos import expert_demonstrations
 from creditgym.trainers.model_setup import (
     credit_inputs,
@@ -53,6 +65,7 @@ class Trainer:
     """Holds a run's state; ``run()`` executes (or resumes) the whole job."""
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, progress: bool = True) -> None:
+        check_train_config(config, resume=resume)  # before anything is created
         self.cfg = config
         self.run_dir = Path(config.run_dir)
         self.progress = progress
@@ -193,20 +206,26 @@ class Trainer:
                 id_prefix=f"demo/{'act' if imperfect else 'lm'}{first_seed}/{k}/")
         return demos
 
-    def evaluate(self, name: str) -> dict[str, float]:
+    def evaluate(self, name: str, updates: int) -> dict[str, float]:
+        """Roll out the test split; ``eval-NAME.jsonl`` is written whole, its records marked with
+        ``updates`` (the policy updates taken before it)."""
         ev = self.cfg.eval
         config = RolloutConfig(group_size=1, max_context_tokens=self.cfg.rl.max_context_tokens,
                                system_prompt=self.cfg.system_prompt,
+                               batching=self.cfg.rollout.batching,
                                sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
                                                        temperature=ev.temperature,
                                                        stop=SEARCH_R1_STOPS, seed=self.cfg.seed))
+        trajs = rollout(self._test_env, self.test_tasks[: ev.episodes], self.backend,
+                        self.renderer, config, seed=self.cfg.seed, env_id=SEARCH_ENV_ID,
+                        env_kwargs={**self.env_kwargs, "split": "test"})
+        for t in trajs:
+            t.iteration = updates
         path = self.run_dir / f"eval-{name}.jsonl"
-        if path.exists():
-            path.unlink()  # an evaluation is re-run whole; never append to a half one
-        with TrajectoryWriter(path, run_metadata(phase=name)) as writer:
-            trajs = rollout(self._test_env, self.test_tasks[: ev.episodes], self.backend,
-                            self.renderer, config, seed=self.cfg.seed, env_id=SEARCH_ENV_ID,
-                            env_kwargs={**self.env_kwargs, "split": "test"}, on_trajectory=writer.write)
+        with atomic_writer(path, "wb") as f:  # readers never see half an evaluation
+            f.writelines(encode_line(t) for t in trajs)
+        write_json_atomic(meta_path(path), {"schema": RUN_SCHEMA, "run": run_metadata(phase=name),
+                                            "resumed": []})
         summary = summarize(trajs)
         self.evals[name] = summary
         self.log(f"eval {name}: success {summary['success']:.3f}, EM {summary['em']:.3f}, "
@@ -220,12 +239,13 @@ class Trainer:
             self.train_tasks, min(rl.tasks_per_iteration, len(self.train_tasks)))
         config = RolloutConfig(
             group_size=rl.group_size, max_context_tokens=rl.max_context_tokens,
-            system_prompt=self.cfg.system_prompt,
+            system_prompt=self.cfg.system_prompt, batching=self.cfg.rollout.batching,
             sampling=SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                    stop=SEARCH_R1_STOPS, seed=self.cfg.seed * 1_000 + it))
+                                    stop=SEARCH_R1_STOPS,
+                                    seed=stream_seed(self.cfg.seed, "train", it)))
         trajs = rollout(self.make_train_env, tasks, self.backend, self.renderer, config,
                         seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/", env_id=SEARCH_ENV_ID,
-                        env_kwargs={**self.env_kwargs, "split": "train"}, on_trajectory=writer.write)
+                        env_kwargs={**self.env_kwargs, "split": "train"})
         t_rollout = time.perf_counter() - t0
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
         groups: dict[str, list] = {}
@@ -239,6 +259,11 @@ class Trainer:
                                dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
                                ref_model=self._reference(), pad_id=self.pad_id)
         self._sync_weights()
+        # Written after the update, with the advantages it used (errored trajectories were not
+        # trained on: theirs stay null); committed by the next checkpoint (see run()).
+        for t in trajs:
+            t.iteration = it
+        writer.write_many(trajs)
         summary = summarize(trajs)
         row = {"iteration": it, **{f"rollout/{k}": v for k, v in summary.items()},
                **{f"credit/{k}": v for k, v in result.diagnostics.items()},
@@ -266,19 +291,21 @@ class Trainer:
         else:
             self.evals["warm_start"] = self.warm_start()
             if self.cfg.eval.before:
-                self.evaluate("before")
+                self.evaluate("before", 0)
             self._checkpoint(ckpt_dir, 0)
+        self._drop_uncommitted(start)
         self._write_history()
         with TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir))) as w:
             for it in range(start, self.cfg.rl.iterations):
                 row = self.iteration(it, w)
                 if self.cfg.eval.every and (it + 1) % self.cfg.eval.every == 0:
-                    row.update({f"eval/{k}": v for k, v in self.evaluate(f"it{it + 1}").items()})
+                    row.update({f"eval/{k}": v
+                                for k, v in self.evaluate(f"it{it + 1}", it + 1).items()})
                 self.history.append(row)
                 if (it + 1) % self.cfg.checkpoint_every == 0 or it + 1 == self.cfg.rl.iterations:
                     self._checkpoint(ckpt_dir, it + 1)
                 self._write_history()
-        self.evaluate("after")
+        self.evaluate("after", self.cfg.rl.iterations)
         self._checkpoint(ckpt_dir, self.cfg.rl.iterations)
         self._write_history()
         from creditgym.trainers.plot import plot_run
@@ -305,9 +332,42 @@ class Trainer:
     def _write_history(self) -> None:
         # Rewritten whole (temp + rename) from the checkpointed history, so a resumed run never
         # shows rows of an iteration that was lost with the kill.
-        path = self.run_dir / "metrics.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(row) + "\n" for row in self.history))
-        tmp.replace(path)
-        (self.run_dir / "evals.json").write_text(json.dumps(self.evals, indent=2) + "\n")
+        atomic_write_text(self.run_dir / "metrics.jsonl",
+                          "".join(json.dumps(row) + "\n" for row in self.history))
+        atomic_write_text(self.run_dir / "evals.json", json.dumps(self.evals, indent=2) + "\n")
+
+    def _drop_uncommitted(self, start: int) -> None:
+        """Remove what iterations ``>= start`` wrote (the checkpoint resumed from does not include
+        them and they are about to be redone): their ``rollouts.jsonl`` records, a torn last
+        line, and their ``eval-itN.jsonl`` files (N > start)."""
+        path = self.run_dir / "rollouts.jsonl"
+        if path.exists():
+            lines = path.read_bytes().splitlines(keepends=True)
+            kept = [x for x in lines if x.endswith(b"\n")
+                    and (n := _record_iteration(x)) is not None and n < start]
+            if len(kept) < len(lines):
+                with atomic_writer(path, "wb") as f:
+                    f.writelines(kept)
+                self.log(f"dropped {len(lines) - len(kept)} record(s) of iterations >= {start} "
+                         f"from {path} (not in the checkpoint; redone now)")
+        for eval_path in self.run_dir.glob("eval-it*.jsonl"):
+            match = re.fullmatch(r"eval-it(\d+)\.jsonl", eval_path.name)
+            if match and int(match.group(1)) > start:
+                eval_path.unlink()
+                meta_path(eval_path).unlink(missing_ok=True)
+
+
+def _record_iteration(line: bytes) -> int | None:
+    """The training iteration of one ``rollouts.jsonl`` line (records written before the
+    ``iteration`` field: from the ``itNNNN/`` group prefix); None for a torn or foreign line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    if isinstance(record.get("iteration"), int):
+        return record["iteration"]
+    match = re.match(r"it(\d+)/", str(record.get("group", "")))
+    return int(match.group(1)) if match else None
 

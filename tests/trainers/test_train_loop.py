@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from creditgym.cli import main
+from creditgym.credit.registry import estimate
 from creditgym.replay import read_trajectories
 from creditgym.replay.verify import verify_trajectories
 
@@ -49,7 +51,13 @@ def test_two_iteration_run_writes_everything(tmp_path):
         assert not any("is closed" in o for t in read_trajectories(run / name) for o in t.observations)
     assert (run / "checkpoints" / "latest").is_file()
     trajs = read_trajectories(run / "rollouts.jsonl")
-    assert len(trajs) == 12 and all(t.advantages is None or len(t.advantages) for t in trajs)
+    assert len(trajs) == 12
+    for t in trajs:  # written after the update, with the advantages it trained on
+        if t.error is None and t.n_turns > 0:
+            assert len(t.advantages) == len(t.tokens())
+            assert all(a == 0 for a, m in zip(t.advantages, t.loss_mask()) if m == 0)
+        else:  # never trained on
+            assert t.advantages is None
     assert [d for d in verify_trajectories(trajs[:3]) if d.kind == "diverged"] == []
     # the same run_dir again without --resume is refused, and the run there is left untouched
     before = (run / "rollouts.jsonl").read_bytes()
@@ -93,8 +101,12 @@ def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path):
     history = rows(run)
     assert [r["iteration"] for r in history] == [0, 1, 2, 3]
     after = read_trajectories(run / "rollouts.jsonl")
-    # nothing written before the kill was lost or changed
-    assert [t.to_dict() for t in after[: len(before)]] == [t.to_dict() for t in before]
+    # records of committed iterations were kept as they were; those of an iteration the
+    # checkpoint did not include were dropped and redone: every trajectory appears once
+    committed = [t.to_dict() for t in before if t.iteration < done_before]
+    assert [t.to_dict() for t in after[: len(committed)]] == committed
+    assert len({t.id for t in after}) == len(after) == 4 * 6
+    assert [t.iteration for t in after] == sorted(t.iteration for t in after)
     assert {t.group.split("/")[0] for t in after} == {"it0000", "it0001", "it0002", "it0003"}
 
 
@@ -104,7 +116,17 @@ def test_every_estimator_trains_through_the_loop(tmp_path, credit):
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                  "--set", "rl.iterations=1", "--set", f"credit={credit}", *SMALL]) == 0
     (row,) = rows(run)
-    assert row["credit/estimator"] == credit and "update/loss" in row
+    assert row["credit/estimator"] == credit and math.isfinite(row["update/loss"])
+    trained = [t for t in read_trajectories(run / "rollouts.jsonl") if t.advantages is not None]
+    assert row["credit/trajectories"] == len(trained) > 0
+    assert row["update/tokens"] == sum(int(t.loss_mask().sum()) for t in trained)
+    if credit in ("grpo", "tempo"):  # no model-derived inputs: recomputable from the file alone
+        groups: dict[str, list] = {}
+        for t in trained:
+            groups.setdefault(t.task["id"], []).append(t)
+        fresh = estimate(list(groups.values()), credit)
+        for t, a in zip(fresh.trajectories, fresh.advantages):
+            assert t.advantages == a.tolist()
     if credit == "oprl":  # the implicit PRM took its DPO step and was checkpointed
         assert "prm/dpo_loss" in row and (run / "checkpoints" / "prm" / "latest").is_file()
 
