@@ -66,13 +66,29 @@ def test_rollout_records_exact_tokens_mask_and_logprobs(backend, shared_env_fact
     assert [d for d in verify_trajectories(again) if d.kind == "diverged"] == []
 
 
-def test_context_budget_truncates_instead_of_crashing(backend, shared_env_factory):
+def test_context_budget_caps_generation_and_drops_an_observation_that_does_not_fit(
+        backend, shared_env_factory):
+    # The limit is the real prompt (system prompt + question, rendered as rollout renders it)
+    # plus k tokens: the first generation must be capped at k (max_new_tokens is 24), and the
+    # observation after it no longer fits, so it is dropped and the episode truncated.
     env = shared_env_factory()
-    trajs = rollout(shared_env_factory, env.tasks[:1], backend, ChatRenderer(backend.tokenizer),
-                    config(group_size=2, max_context_tokens=len(backend.tokenizer.apply_chat_template(
-                        [{"role": "user", "content": env.tasks[0].question}], tokenize=True)) + 40))
-    assert all(t.error is None and t.truncated for t in trajs)
-    assert all(len(t.tokens()) <= 40 + 200 for t in trajs)
+    task, k = env.tasks[0], 6
+    renderer = ChatRenderer(backend.tokenizer)
+    obs, info = env.reset(seed=0, options={"task": task})
+    prompt = renderer.prompt_ids([{"role": "system", "content": info["system_prompt"]},
+                                  {"role": "user", "content": obs}])
+    limit = len(prompt) + k
+    trajs = rollout(shared_env_factory, [task], backend, renderer,
+                    config(group_size=3, max_context_tokens=limit, check_prefix=False))
+    assert all(t.error is None for t in trajs)
+    assert all(t.prompt_ids == prompt for t in trajs)
+    for t in trajs:
+        assert len(t.tokens()) <= limit
+        assert t.n_turns == 1 and len(t.action_ids[0]) <= k
+        if not t.terminated:  # no room left for the observation: dropped, truncated
+            assert t.truncated and t.observation_ids[0] == []
+    # the cap did the stopping (not a stop string): otherwise this test proves nothing
+    assert any(len(t.action_ids[0]) == k and not t.terminated for t in trajs)
 
 
 class ExplodingEnv(SearchEnv):

@@ -18,13 +18,36 @@ def test_worked_example():
     assert r.diagnostics["singleton_step_group_share"] == pytest.approx(2 / 3)
 
 
-def test_discount_and_invalid_penalty_after_discounting():
+def test_invalid_penalty_is_per_row_when_all_anchors_differ():
+    # every anchor distinct: step groups are singletons (A^S = 0) and only the episode term,
+    # with the penalty on its own row, is left: E = [1, 0.9, 1], mean over rows 2.9 / 3
     r = gigpo.advantages([0, 0, 0], ["a", "a", "a"], ["x", "y", "z"], [0.0, 0.0, 1.0],
                          valid=[True, False, True], gamma=0.5, invalid_penalty=0.1, norm="mean",
                          episode_stats="step")
-    # E = 1 - 0.1*invalid: [1, 0.9, 1], mean over rows 0.9667; singletons at step level
     np.testing.assert_allclose(r.episode, np.array([1, 0.9, 1]) - 2.9 / 3)
     assert np.array_equal(r.step, np.zeros(3))
+
+
+def test_shared_anchor_step_group_discount_and_penalty_after_discounting():
+    # a: rewards [0, 1], its last turn invalid; b: rewards [0, 0]; both start at anchor s.
+    # gamma 0.5: G_a = [0.5, 1], G_b = [0, 0]; penalty 0.1 after discounting, on its own row:
+    # Ghat_a = [0.5, 0.9] (penalising before discounting would give G_a0 = 0.45).
+    # Step group {a0, b0} = {0.5, 0}: mean 0.25 -> A^S = [0.25, 0 | -0.25, 0] (singletons 0).
+    # Episode (trajectory stats): R = [1, 0], mean 0.5; E = R - penalty -> [0.5, 0.4 | -0.5, -0.5]
+    args = ([0] * 4, ["a", "a", "b", "b"], ["s", "x", "s", "y"], [0.0, 1.0, 0.0, 0.0])
+    r = gigpo.advantages(*args, valid=[True, False, True, True], gamma=0.5, invalid_penalty=0.1,
+                         norm="mean", step_weight=2.0)
+    np.testing.assert_allclose(r.step, [0.25, 0.0, -0.25, 0.0])
+    np.testing.assert_allclose(r.episode, [0.5, 0.4, -0.5, -0.5])
+    np.testing.assert_allclose(r.total, [1.0, 0.4, -1.0, -0.5])
+    # norm std on the same rows: the step pool {0.5, 0} has std sqrt(0.125), the episode
+    # pool R = {1, 0} std sqrt(0.5)
+    s = gigpo.advantages(*args, valid=[True, False, True, True], gamma=0.5, invalid_penalty=0.1,
+                         norm="std")
+    z = 0.5 / (np.sqrt(0.5) + 1e-6)
+    np.testing.assert_allclose(s.step, [0.25 / (np.sqrt(0.125) + 1e-6), 0.0,
+                                        -0.25 / (np.sqrt(0.125) + 1e-6), 0.0])
+    np.testing.assert_allclose(s.episode, [z, 0.4 / (np.sqrt(0.5) + 1e-6), -z, -z])
 
 
 def test_single_trajectory_group_passes_raw_score():
@@ -42,10 +65,15 @@ def test_all_equal_rewards_give_exact_zeros():
     assert r.diagnostics["zero_adv_group_share"] == 1.0
 
 
-def test_one_turn_trajectories_and_dtypes():
+def test_one_turn_trajectories_values_for_both_dtypes():
+    # group 0: R = [1, 0] -> +-0.7071 at both levels (one shared step group, anchor a);
+    # group 1 is a lone trajectory: its raw score 3 passes through, its step group is a singleton
+    z = 0.5 / (np.sqrt(0.5) + 1e-6)
     for dt in (np.float32, np.float64):
         r = gigpo.advantages([0, 0, 1], [0, 1, 2], ["a", "a", "b"], np.array([1, 0, 3], dtype=dt))
-        assert r.total.dtype == np.float64 and np.isfinite(r.total).all()
+        assert r.total.dtype == np.float64
+        np.testing.assert_allclose(r.episode, [z, -z, 3 / (1 + 1e-6)])
+        np.testing.assert_allclose(r.step, [z, -z, 0.0])
 
 
 def test_unicode_long_and_structured_anchors():
@@ -76,8 +104,12 @@ def test_errors():
 
 
 def test_traj_ids_may_repeat_across_groups():
+    # ids 0 and 1 name different trajectories in groups 0 and 1: four one-turn trajectories,
+    # two per group, each group [win, loss] at both levels (step groups never cross groups)
     r = gigpo.advantages([0, 0, 1, 1], [0, 1, 0, 1], ["x"] * 4, [1, 0, 0, 1])
-    assert np.isfinite(r.total).all()
+    z = 0.5 / (np.sqrt(0.5) + 1e-6)
+    np.testing.assert_allclose(r.total, [2 * z, -2 * z, -2 * z, 2 * z])
+    assert len(set(r.step_group.tolist())) == 2
 
 
 rows_strategy = st.lists(

@@ -29,6 +29,10 @@ def test_rloo():
     a = rloo.advantages([0, 0, 0, 1], [3.0, 0.0, 0.0, 7.0])
     np.testing.assert_allclose(a, [3.0, -1.5, -1.5, 0.0])
     assert np.array_equal(rloo.advantages([0, 0], [0.3, 0.3]), [0.0, 0.0])
+    # 0.1 - (0.1 + 0.1) / 2 is -1.4e-17 in floating point: equal members are zeroed exactly,
+    # in their own group only
+    a = rloo.advantages([0, 0, 0, 1, 1], [0.1, 0.1, 0.1, 1.0, 0.0])
+    assert np.array_equal(a, [0.0, 0.0, 0.0, 1.0, -1.0])
 
 
 def test_errors_name_arrays():
@@ -36,7 +40,11 @@ def test_errors_name_arrays():
         grpo.advantages([0, 0, 0], [1.0, 2.0])
     with pytest.raises(CreditInputError, match="no rows"):
         rloo.advantages([], [])
-    with pytest.raises(CreditInputError, match="reward"):
+    with pytest.raises(CreditInputError, match="^reward: value at row 1 is nan"):
         grpo.advantages([0, 0], [1.0, float("nan")])
+    with pytest.raises(CreditInputError, match="^reward: value at row 0 is inf"):
+        rloo.advantages([0, 0], [float("inf"), 1.0])
+    with pytest.raises(CreditInputError, match="group=2, reward=1"):
+        rloo.advantages([0, 0], [1.0])
     with pytest.raises(CreditInputError, match="norm"):
         grpo.advantages([0, 0], [1.0, 0.0], norm="max")

@@ -19,6 +19,17 @@ def test_min_form_extreme_values_are_stable():
         pure.min_form([1.0, 2.0], lengths=[1])
 
 
+def test_min_form_errors_name_the_input_and_allow_empty_responses():
+    with pytest.raises(CreditInputError, match=r"^temperature: must be > 0, got 0$"):
+        pure.min_form([1.0], temperature=0)
+    with pytest.raises(CreditInputError, match="^step_reward: expected numbers"):
+        pure.min_form(["x"])
+    # a response with no steps between two others: T=0.2 weights of [0.7, 0.6] are
+    # softmax([-3.5, -3]) = [0.3775, 0.6225]; the lone 0.5 keeps weight 1
+    out = pure.min_form([0.7, 0.6, 0.5], temperature=0.2, lengths=[2, 0, 1])
+    np.testing.assert_allclose(out, [0.2642785, 0.3734756, 0.5], atol=1e-6)
+
+
 def test_oprl_worked_example():
     group, traj, q = [0, 0, 0], ["A", "A", "B"], [1.0, 0.5, -1.0]
     np.testing.assert_allclose(oprl.step_rewards(q), [1, 0.5, -1], atol=1e-4)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from creditgym.credit import CreditInputError, estimate, make_config
+from creditgym.credit import CreditInputError, estimate, gigpo, igpo, make_config, oprl, pure, tempo
 from creditgym.credit.registry import ESTIMATORS, GiGPOConfig
 from creditgym.errors import ConfigError
 from tests.credit.helpers import make_traj
@@ -37,13 +37,140 @@ def test_every_estimator_aligns_with_tokens_and_mask(name):
     assert res.trajectories[0].advantages == res.advantages[0].tolist()
 
 
+def spread(traj, per_turn):
+    """Per-turn values -> per-token values of ``traj``: each turn's value on its action tokens,
+    0 on the prompt and the observations (written out here, independent of the adapter)."""
+    out = [0.0] * len(traj.prompt_ids)
+    for v, a, o in zip(per_turn, traj.action_ids, traj.observation_ids):
+        out += [float(v)] * len(a) + [0.0] * len(o)
+    return np.asarray(out)
+
+
+def assert_spread(res, per_turn_by_traj):
+    assert [t.id for t in res.trajectories] == list(per_turn_by_traj)
+    for t, adv in zip(res.trajectories, res.advantages):
+        np.testing.assert_allclose(adv, spread(t, per_turn_by_traj[t.id]), rtol=1e-9, atol=1e-12)
+
+
+def worked_pair():
+    """The CREDIT.md worked example: A searches d1 and is rewarded, B searches d2 and is not."""
+    return [[make_traj("A", "g", [0, 1], anchors=["q", "d1"]),
+             make_traj("B", "g", [0, 0], anchors=["q", "d2"])]]
+
+
 def test_gigpo_matches_worked_example_through_adapter():
-    res = estimate(batch()[:1], {"name": "gigpo", "gamma": 1.0, "norm": "mean"})
-    a = res.advantages[0]
-    mask = res.trajectories[0].loss_mask() == 1
-    # trajectory a: turn 0 tokens then turn 1 tokens (2 action tokens each)
+    # gamma 0.5: G_A = [0.5, 1], G_B = [0, 0]; step group {A0, B0} (anchor q) has mean 0.25,
+    # so A^S = [0.25, 0 | -0.25, 0]; episode (norm mean) R = [1, 0] -> A^E = [0.5 | -0.5];
+    # total = A^E + 0.5 * A^S
+    res = estimate(worked_pair(), {"name": "gigpo", "gamma": 0.5, "norm": "mean",
+                                   "step_weight": 0.5})
+    assert_spread(res, {"A": [0.625, 0.5], "B": [-0.625, -0.5]})
     assert res.diagnostics["groups"] == 1.0
-    assert a[mask].shape == (4,) and a[mask][0] == a[mask][1]
+
+
+def test_gigpo_std_norm_and_penalty_reach_the_estimator():
+    # norm std: episode +-0.5 / std(1, 0) = +-0.7071; step group {G=0.5, 0}: +-0.25 / 0.3536;
+    # the invalid last turn of A loses 0.1 in both its episode score and its (singleton) step
+    trajs = worked_pair()
+    trajs[0][0].valid = [True, False]
+    opts = dict(gamma=0.5, norm="std", step_weight=2.0, invalid_penalty=0.1)
+    res = estimate(trajs, {"name": "gigpo", **opts})
+    z = 0.5 / (np.sqrt(0.5) + 1e-6)
+    zs = 0.25 / (np.sqrt(0.125) + 1e-6)  # step pool {0.5, 0}: std sqrt(0.125)
+    assert_spread(res, {"A": [z + 2 * zs, (0.9 - 0.5) / (np.sqrt(0.5) + 1e-6)],
+                        "B": [-z - 2 * zs, -z]})
+    direct = gigpo.advantages([0] * 4, [0, 0, 1, 1], ["q", "d1", "q", "d2"], [0, 1, 0, 0],
+                              valid=[True, False, True, True], **opts)
+    assert_spread(res, {"A": direct.total[:2], "B": direct.total[2:]})
+
+
+def test_pure_adds_the_weighted_rloo_outcome_to_the_process_returns():
+    # min-form at T=0.2 of A's [0.7, 0.6]: weights softmax([-3.5, -3]) = [0.3775, 0.6225],
+    # r' = [0.26428, 0.37348], process returns [0.63775, 0.37348]; B's [0] stays 0.
+    # RLOO on the returns [1.3, 0]: +-1.3, weighted 0.5 -> +-0.65.
+    trajs = [[make_traj("A", "g", [0.7, 0.6]), make_traj("B", "g", [0.0])]]
+    res = estimate(trajs, {"name": "pure", "temperature": 0.2, "outcome_weight": 0.5})
+    assert_spread(res, {"A": [0.6377540668798145 + 0.65, 0.37347559872111274 + 0.65],
+                        "B": [-0.65]})
+    proc = pure.min_form([0.7, 0.6, 0.0], temperature=0.2, lengths=[2, 1])
+    assert_spread(res, {"A": [proc[0] + proc[1] + 0.65, proc[1] + 0.65], "B": [proc[2] - 0.65]})
+
+
+def test_gigpo_passes_similarity_and_episode_stats():
+    # near-duplicate first anchors: one step group only with similarity 0.9 (exact: singletons);
+    # B's second turn invalid, so per-row (step) episode stats differ from per-trajectory ones
+    trajs = [[make_traj("A", "g", [0, 1], anchors=["the cat sat on the mat", "d1"]),
+              make_traj("B", "g", [0, 0], anchors=["the cat sat on the hat", "d2"],
+                        valid=[True, False])]]
+    opts = dict(gamma=0.5, norm="mean", invalid_penalty=0.1, episode_stats="step",
+                similarity=0.9)
+    res = estimate(trajs, {"name": "gigpo", **opts})
+    # G = [0.5, 1 | 0, -0.1]; step group {A0, B0}: +-0.25; E = [1, 1 | 0, -0.1], mean 0.475
+    assert_spread(res, {"A": [0.525 + 0.25, 0.525], "B": [-0.475 - 0.25, -0.575]})
+    direct = gigpo.advantages([0] * 4, [0, 0, 1, 1], [a for t in trajs[0] for a in t.anchors],
+                              [0, 1, 0, 0], valid=[True, True, True, False], **opts)
+    assert_spread(res, {"A": direct.total[:2], "B": direct.total[2:]})
+
+
+def test_pure_reads_prm_step_rewards_and_the_outcome_key():
+    # PRM scores replace the env's turn rewards; the outcome comes from metrics["f1"]
+    trajs = [[make_traj("A", "g", [0.0, 0.0], metrics={"f1": 1.0}),
+              make_traj("B", "g", [0.0], metrics={"f1": 0.0})]]
+    inputs = {"step_reward": {"A": [0.7, 0.6], "B": [0.0]}}
+    res = estimate(trajs, {"name": "pure", "temperature": 0.2, "outcome_key": "f1"}, inputs)
+    # process returns as in the example above; RLOO on f1 [1, 0]: +-1 (outcome_weight 1)
+    assert_spread(res, {"A": [0.6377540668798145 + 1, 0.37347559872111274 + 1], "B": [-1.0]})
+    assert res.diagnostics["mean_abs_process"] == pytest.approx((0.6377540668798145
+                                                                 + 0.37347559872111274) / 3)
+    assert res.diagnostics["mean_abs_episode"] == pytest.approx(1.0)
+    with pytest.raises(CreditInputError, match=r"inputs\['step_reward'\] for trajectory 'B' "
+                                               "has 2 values"):
+        estimate(trajs, "pure", {"step_reward": {"A": [0.7, 0.6], "B": [0.0, 1.0]}})
+
+
+def test_grpo_and_rloo_use_the_outcome_key_and_norm():
+    # "success" = [1, 0, 0] differs from the episode returns [1, 0, 0.5]
+    res = estimate(batch()[:1], {"name": "grpo", "norm": "mean", "outcome_key": "success"})
+    assert_spread(res, {"a": [2 / 3, 2 / 3], "b": [-1 / 3, -1 / 3], "c": [-1 / 3]})
+    assert res.diagnostics["mean_abs_episode"] == pytest.approx(4 / 9)
+    res = estimate(batch()[:1], {"name": "rloo", "outcome_key": "success"})
+    # leave-one-out: 1 - 0, 0 - 0.5, 0 - 0.5
+    assert_spread(res, {"a": [1.0, 1.0], "b": [-0.5, -0.5], "c": [-0.5]})
+    assert res.diagnostics["mean_abs_episode"] == pytest.approx(2 / 3)
+
+
+def test_igpo_passes_gamma_gain_and_norm():
+    opts = dict(gamma=0.5, gain="prob_diff", norm="joint")
+    res = estimate(batch()[:1], {"name": "igpo", **opts, "outcome_key": "f1"}, INPUTS)
+    probe = [INPUTS["probe_logprob"][k] for k in "abc"]
+    direct = igpo.turn_advantages([0, 0, 0], probe, [1.0, 0.0, 0.5], **opts)
+    assert_spread(res, dict(zip("abc", direct)))
+    default = estimate(batch()[:1], {"name": "igpo", "outcome_key": "f1"}, INPUTS)
+    assert not np.allclose(np.concatenate(res.advantages), np.concatenate(default.advantages))
+
+
+def test_oprl_passes_beta_and_step_weight():
+    res = estimate(batch()[:1], {"name": "oprl", "beta": 0.5, "step_weight": 2.0}, INPUTS)
+    q = [1, 0.5, -1, 0.2, 0.3]
+    s = oprl.step_rewards(q, beta=0.5)
+    direct = oprl.advantages([0] * 5, [0, 0, 1, 1, 2], [1.0, 0.0, 0.5], s, step_weight=2.0)
+    assert_spread(res, {"a": direct[:2], "b": direct[2:4], "c": direct[4:]})
+    q_a = 0.5 * np.mean([1, 0.5])
+    q_b = 0.5 * np.mean([-1, 0.2])
+    # success is episode return > 0: the pairs are (a, b) and (c, b)
+    want = (np.logaddexp(0, -(q_a - q_b)) + np.logaddexp(0, -(0.5 * 0.3 - q_b))) / 2
+    assert res.diagnostics["dpo_loss"] == pytest.approx(want)
+
+
+def test_tempo_matches_the_token_estimator_on_responses():
+    res = estimate(batch()[:1], {"name": "tempo", "outcome_key": "f1"})
+    trajs = res.trajectories
+    toks = [t.tokens()[2:] for t in trajs]
+    masks = [t.loss_mask()[2:].astype(bool) for t in trajs]
+    direct = tempo.token_advantages([0, 0, 0], toks, [1.0, 0.0, 0.5], policy_mask=masks)
+    for t, adv, d in zip(trajs, res.advantages, direct):
+        np.testing.assert_allclose(adv, np.concatenate([[0.0, 0.0], d]))
+    assert any(np.any(a != 0) for a in res.advantages)
 
 
 def test_make_config_is_strict():

@@ -1,0 +1,71 @@
+"""The training loop hands ``policy_update`` exactly what the credit estimator computes.
+
+A spy wraps the real ``policy_update`` (the real tiny model still takes the real step) and
+records, at call time, the trajectories it is given and their advantages. A fresh
+``estimate()`` over the same trajectories grouped by task must reproduce them: this fails when
+the loop negates, rescales or drops the advantages, or groups trajectories any other way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import creditgym.trainers.loop as loop
+from creditgym.cli import main
+from creditgym.credit.registry import estimate, make_config
+from tests.trainers.test_train_loop import SMALL, rows
+
+# IGPO: its turn rewards come from the model's probe log-probs, so advantages are non-zero and
+# differ between trajectories even when a barely warm-started policy earns no reward at all
+# (outcome-only estimators would give all zeros here, and then any sign or grouping passes).
+# gamma away from its default, so a loop that ignored the configured options would differ.
+CREDIT = {"name": "igpo", "gamma": 0.5, "norm": "separate"}
+
+
+def _by_task(trajectories):
+    groups: dict[str, list] = {}
+    for t in trajectories:
+        groups.setdefault(t.task["id"], []).append(t)
+    return list(groups.values())
+
+
+def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, monkeypatch):
+    calls, inputs = [], []
+    real_update, real_inputs = loop.policy_update, loop.credit_inputs
+
+    def spy(model, optimizer, scheduler, trajectories, *args, **kwargs):
+        calls.append([(t, np.asarray(t.advantages, dtype=np.float64)) for t in trajectories])
+        return real_update(model, optimizer, scheduler, trajectories, *args, **kwargs)
+
+    def inputs_spy(trainer, trajs):
+        out = real_inputs(trainer, trajs)
+        inputs.append(out[0])
+        return out
+
+    monkeypatch.setattr(loop, "policy_update", spy)
+    monkeypatch.setattr(loop, "credit_inputs", inputs_spy)
+    credit = [a for k, v in CREDIT.items() for a in ("--set", f"credit.{k}={v}")]
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=1", *SMALL, "--set", "eval.before=false",
+                 "--set", "eval.episodes=1", *credit]) == 0
+    (call,) = calls
+    trajs = [t for t, _ in call]
+    # 2 tasks x 3 members, none errored in this small world
+    assert len(trajs) == 6 and all(t.error is None and t.n_turns > 0 for t in trajs)
+    groups = _by_task(trajs)
+    assert len(groups) == 2 and all(len(g) == 3 for g in groups)
+    (model_inputs,) = inputs
+    fresh = estimate(groups, make_config(CREDIT), model_inputs)
+    want = {t.id: a for t, a in zip(fresh.trajectories, fresh.advantages)}
+    for t, got in call:
+        assert got.shape == t.tokens().shape
+        np.testing.assert_allclose(got, want[t.id], rtol=1e-12, atol=1e-12)
+    # the comparison means something: credit is non-zero, and pooling both tasks into one
+    # group (or negating) gives different advantages
+    assert any(np.abs(a).max() > 0 for _, a in call)
+    pooled = estimate([trajs], make_config(CREDIT), model_inputs)
+    assert not all(np.allclose(a, want[t.id]) for t, a in zip(pooled.trajectories,
+                                                                 pooled.advantages))
+    (row,) = rows(run)
+    assert row["credit/groups"] == 2.0 and row["credit/estimator"] == "igpo"
