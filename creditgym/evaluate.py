@@ -42,14 +42,13 @@ def summarize(trajs: Sequence[Trajectory]) -> dict[str, float]:
 
 
 def open_backend(model: str | None, url: str | None, *, seed: int | None = None):
-    """A transformers backend for a local model folder, or an HTTP one for a server URL."""
+    """A transformers backend for a local model folder, or an HTTP one for a server URL (both
+    opened through the backend registry, ``creditgym.agents.backends``)."""
+    from creditgym.agents.backends import make_backend
+
     if url:
-        from creditgym.agents.openai_backend import OpenAICompatibleBackend
-
-        return OpenAICompatibleBackend(url, model, on_error="completion")
-    from creditgym.agents.hf_backend import TransformersBackend
-
-    return TransformersBackend(model, seed=seed)
+        return make_backend("http", url=url, model=model, on_error="completion")
+    return make_backend("transformers", model=model, seed=seed)
 
 
 def run_eval(

@@ -133,6 +133,29 @@ def row_layout(group: Any, traj: Any) -> Rows:
     return Rows(g, traj_code, starts, lengths, g[starts], n_groups)
 
 
+def per_trajectory(name: str, values: Any, rows: Rows) -> np.ndarray:
+    """One value per trajectory of ``rows``: ``values`` given per row (constant inside each
+    trajectory) or once per trajectory, in the order trajectories first appear."""
+    v = as_float(name, values)
+    if v.size == rows.traj.size:
+        per = v[rows.starts]
+        if (v != per[rows.traj]).any():
+            bad = int(np.flatnonzero(v != per[rows.traj])[0])
+            raise CreditInputError(f"{name}: value changes inside a trajectory at row {bad}")
+        return per
+    if v.size == rows.n_traj:
+        return v
+    raise CreditInputError(
+        f"{name}: expected one value per row ({rows.traj.size}) or per trajectory "
+        f"({rows.n_traj}), got {v.size}"
+    )
+
+
+def mean_abs(x: np.ndarray) -> float:
+    """Mean absolute value (0 for an empty array): the estimators' size diagnostics."""
+    return float(np.abs(x).mean()) if x.size else 0.0
+
+
 def _label(values: Any, i: int) -> str:
     try:
         return repr(values[int(i)])

@@ -18,8 +18,9 @@ std is the unbiased one, eps 1e-6; a pool whose values are all equal gives exact
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -34,7 +35,10 @@ from creditgym.credit._arrays import (
     seg_stats,
     zscore,
 )
+from creditgym.credit.adapter import TurnBatch, turns_to_tokens
+from creditgym.credit.registry import register_estimator
 from creditgym.credit.similarity import greedy_cluster
+from creditgym.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -128,3 +132,36 @@ def _diagnostics(rows, a_ep, a_step, total, step_group, step_count) -> dict[str,
         "mean_abs_step": float(np.abs(a_step).mean()),
         "mean_abs_total": float(np.abs(total).mean()),
     }
+
+
+@dataclass
+class GiGPOConfig:
+    """GiGPO: episode level plus anchor-state step level (defaults: the paper's scripts)."""
+
+    gamma: float = 0.95
+    """Discount of the step returns."""
+    step_weight: float = 1.0
+    """Weight of the step-level advantage in the total."""
+    norm: Literal["std", "mean"] = "std"
+    """``std`` for search/ALFWorld, ``mean`` for WebShop."""
+    invalid_penalty: float = 0.0
+    """Subtracted on invalid turns (0.1 ALFWorld/WebShop, 0.01 search in the paper)."""
+    episode_stats: Literal["trajectory", "step"] = "trajectory"
+    """Episode mean/std over trajectories (paper) or over all turn rows (verl-agent code)."""
+    similarity: float | None = None
+    """difflib ratio threshold in (0, 1) for similar text anchors (0.9 for search); null: exact."""
+
+    def __post_init__(self) -> None:
+        if self.similarity is not None and not 0.0 < self.similarity < 1.0:
+            raise ConfigError(f"gigpo.similarity must be in (0, 1) or null, got {self.similarity}")
+
+
+@register_estimator("gigpo", GiGPOConfig)
+def from_trajectories(batch: TurnBatch, config: GiGPOConfig, inputs: Mapping[str, Any]):
+    """Each turn's total advantage on its action tokens."""
+    r = advantages(
+        batch.group, batch.traj, batch.anchors, batch.reward, valid=batch.valid,
+        gamma=config.gamma, step_weight=config.step_weight, norm=config.norm,
+        invalid_penalty=config.invalid_penalty, episode_stats=config.episode_stats,
+        similarity=config.similarity)
+    return turns_to_tokens(batch, r.total), dict(r.diagnostics)

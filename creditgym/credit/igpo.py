@@ -18,8 +18,9 @@ passes them in; this module is numpy only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,11 +31,14 @@ from creditgym.credit._arrays import (
     as_float,
     check_lengths,
     factorize,
+    mean_abs,
     ragged,
     reverse_discounted_sum,
     seg_stats,
     split,
 )
+from creditgym.credit.adapter import TurnBatch, per_turn_input, turns_to_tokens
+from creditgym.credit.registry import register_estimator
 
 
 def turn_advantages(
@@ -80,3 +84,27 @@ def _flat_turn_advantages(group, probe_logprob, outcome, gamma, gain, norm):
     sigma = np.where(st.count > 1, np.sqrt(st.var + 1e-8), 1.0)
     z = (x - st.mean[pool]) / (sigma[pool] + EPS)
     return reverse_discounted_sum(z, rows, float(gamma)), lengths
+
+
+@dataclass
+class IGPOConfig:
+    """IGPO: information-gain turn rewards from probe log-probs (``inputs["probe_logprob"]``)."""
+
+    gamma: float = 1.0
+    """Discount of the reverse sum of normalised turn rewards."""
+    gain: Literal["log_prob_diff", "prob_diff"] = "log_prob_diff"
+    """IG on log-probs (official script) or on probabilities (paper)."""
+    norm: Literal["separate", "joint"] = "separate"
+    """Outcomes and IG values z-scored in separate pools or one."""
+    outcome_key: str | None = None
+    """Metric rewarding the last turn (e.g. ``f1``); null: the episode return."""
+
+
+@register_estimator("igpo", IGPOConfig, needs=("probe_logprob",))
+def from_trajectories(batch: TurnBatch, config: IGPOConfig, inputs: Mapping[str, Any]):
+    """Each turn's advantage on its action tokens, from the trainer's probe log-probs."""
+    l = per_turn_input("probe_logprob", inputs, batch, "igpo")
+    flat, _ = _flat_turn_advantages(batch.traj_group, split(l, batch.n_turns),
+                                    batch.outcome(config.outcome_key), config.gamma,
+                                    config.gain, config.norm)
+    return turns_to_tokens(batch, flat), {"mean_abs_turn": mean_abs(flat)}

@@ -17,17 +17,21 @@ trajectory) or once per trajectory, in the order trajectories first appear.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from creditgym.credit._arrays import (
-    CreditInputError,
-    Rows,
     as_float,
     check_lengths,
+    mean_abs,
+    per_trajectory,
     row_layout,
 )
+from creditgym.credit.adapter import TurnBatch, per_turn_input, turns_to_tokens
+from creditgym.credit.registry import register_estimator
 from creditgym.credit.rloo import leave_one_out
 
 
@@ -39,22 +43,6 @@ def step_rewards(logratio_sum: Any, *, beta: float = 0.05) -> np.ndarray:
     return s / (np.abs(s).max() + 1e-6)
 
 
-def _per_traj(name: str, values: Any, rows: Rows) -> np.ndarray:
-    v = as_float(name, values)
-    if v.size == rows.traj.size:
-        per = v[rows.starts]
-        if (v != per[rows.traj]).any():
-            bad = int(np.flatnonzero(v != per[rows.traj])[0])
-            raise CreditInputError(f"{name}: value changes inside a trajectory at row {bad}")
-        return per
-    if v.size == rows.n_traj:
-        return v
-    raise CreditInputError(
-        f"{name}: expected one value per row ({rows.traj.size}) or per trajectory "
-        f"({rows.n_traj}), got {v.size}"
-    )
-
-
 def trajectory_dpo_loss(
     group: Any, traj: Any, logratio_sum: Any, success: Any, *, beta: float = 0.05
 ) -> float:
@@ -63,7 +51,7 @@ def trajectory_dpo_loss(
     rows = row_layout(group, traj)
     q = as_float("logratio_sum", logratio_sum)
     Q = beta * np.add.reduceat(q, rows.starts) / rows.lengths
-    win = _per_traj("success", success, rows) > 0.5
+    win = per_trajectory("success", success, rows) > 0.5
     # pad trajectories into (groups, n_max) to form all within-group pairs at once
     order = np.argsort(rows.traj_group, kind="stable")
     sizes = np.bincount(rows.traj_group, minlength=rows.n_groups)
@@ -88,7 +76,7 @@ def advantages(
     check_lengths(group=group, traj=traj, step_reward=step_reward)
     rows = row_layout(group, traj)
     s = as_float("step_reward", step_reward)
-    ep = leave_one_out(_per_traj("episode_reward", episode_reward, rows), rows.traj_group,
+    ep = leave_one_out(per_trajectory("episode_reward", episode_reward, rows), rows.traj_group,
                        rows.n_groups)
     # step baseline: mean of the step rewards of the other trajectories of the group
     g_sum = np.bincount(rows.group, weights=s, minlength=rows.n_groups)
@@ -98,3 +86,28 @@ def advantages(
     other_mean = (g_sum[rows.group] - t_sum[rows.traj]) / np.maximum(other_cnt, 1.0)
     a_step = np.where(other_cnt > 0, s - other_mean, 0.0)
     return ep[rows.traj] + step_weight * a_step
+
+
+@dataclass
+class OPRLConfig:
+    """OPRL: implicit-PRM step rewards (``inputs["logratio_sum"]``) with leave-one-out baselines."""
+
+    beta: float = 0.05
+    """Scale of the PRM log-ratios."""
+    step_weight: float = 1.0
+    """Weight of the step-level advantage."""
+    success_key: str | None = None
+    """Metric marking success for the DPO pairs; null: episode return > 0."""
+
+
+@register_estimator("oprl", OPRLConfig, needs=("logratio_sum",))
+def from_trajectories(batch: TurnBatch, config: OPRLConfig, inputs: Mapping[str, Any]):
+    """Each turn's advantage on its action tokens, from the trainer's PRM log-ratios; the
+    diagnostics carry the trajectory DPO loss of the same log-ratios."""
+    q = per_turn_input("logratio_sum", inputs, batch, "oprl")
+    s = step_rewards(q, beta=config.beta)
+    a = advantages(batch.group, batch.traj, batch.returns, s, step_weight=config.step_weight)
+    won = (batch.returns > 0 if config.success_key is None
+           else batch.outcome(config.success_key) > 0.5)
+    loss = trajectory_dpo_loss(batch.group, batch.traj, q, won.astype(float), beta=config.beta)
+    return turns_to_tokens(batch, a), {"dpo_loss": loss, "mean_abs_turn": mean_abs(a)}

@@ -5,11 +5,15 @@ A group of one has no other member and gets 0; equal returns give exactly 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from creditgym.credit._arrays import as_float, check_lengths, factorize
+from creditgym.credit._arrays import as_float, check_lengths, factorize, mean_abs
+from creditgym.credit.adapter import TurnBatch, turns_to_tokens
+from creditgym.credit.registry import register_estimator
 
 
 def advantages(group: Any, reward: Any) -> np.ndarray:
@@ -33,3 +37,18 @@ def leave_one_out(x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
     differs = np.bincount(seg, weights=(x != ref[seg]).astype(np.float64), minlength=n_seg) > 0
     out[~differs[seg]] = 0.0
     return out
+
+
+@dataclass
+class RLOOConfig:
+    """RLOO: leave-one-out baseline on the episode outcome."""
+
+    outcome_key: str | None = None
+    """Metric used as R; null: the episode return."""
+
+
+@register_estimator("rloo", RLOOConfig)
+def from_trajectories(batch: TurnBatch, config: RLOOConfig, inputs: Mapping[str, Any]):
+    """Each trajectory's advantage on all its action tokens."""
+    a = advantages(batch.traj_group, batch.outcome(config.outcome_key))
+    return turns_to_tokens(batch, a[batch.traj]), {"mean_abs_episode": mean_abs(a)}

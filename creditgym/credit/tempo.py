@@ -19,7 +19,8 @@ cumulative sum over L of ``R_j`` scattered at ``LCP_ij``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,11 @@ from creditgym.credit._arrays import (
     as_float,
     check_lengths,
     factorize,
+    mean_abs,
     seg_stats,
 )
+from creditgym.credit.adapter import TurnBatch, responses
+from creditgym.credit.registry import register_estimator
 
 _CHUNK_ELEMENTS = 1 << 24  # bound on padded tokens (and compared pairs x width) per chunk
 
@@ -172,3 +176,23 @@ def token_advantages_naive(group, tokens, reward, *, policy_mask=None) -> list[n
             adv[~np.asarray(policy_mask[k], dtype=bool)] = 0.0
         out.append(adv)
     return out
+
+
+@dataclass
+class TEMPOConfig:
+    """TEMPO: prefix-tree token advantages over whole responses (observations included)."""
+
+    outcome_key: str | None = None
+    """Metric used as R; null: the episode return."""
+
+
+@register_estimator("tempo", TEMPOConfig)
+def from_trajectories(batch: TurnBatch, config: TEMPOConfig, inputs: Mapping[str, Any]):
+    """Token advantages of each response (after the prompt), 0 on prompt and observations."""
+    toks, masks = responses(batch)
+    adv = token_advantages(batch.traj_group, toks, batch.outcome(config.outcome_key),
+                           policy_mask=masks)
+    out = [np.concatenate([np.zeros(len(t.prompt_ids)), a])
+           for t, a in zip(batch.trajectories, adv)]
+    flat = np.concatenate(adv) if adv else np.zeros(0)
+    return out, {"mean_abs_token": mean_abs(flat[np.concatenate(masks)])}

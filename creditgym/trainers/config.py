@@ -46,11 +46,12 @@ class ModelConfig:
 class RolloutBackendConfig:
     """What generates the rollouts."""
 
-    backend: Literal["transformers", "vllm"] = "transformers"
-    """``transformers``: generation with the trained module itself (weights always in sync).
-    ``vllm``: an in-process vLLM engine (GPU only; ``pip install 'creditgym[vllm]'``) that gets
-    the new weights through ``load_weights`` after every update. An HTTP policy server
-    (``creditgym serve-policy`` / ``vllm serve``) cannot be trained: it has no weight-update path."""
+    backend: str = "transformers"
+    """A trainable backend registered in ``creditgym.agents.backends``. ``transformers``:
+    generation with the trained module itself (weights always in sync). ``vllm``: an in-process
+    vLLM engine (GPU only; ``pip install 'creditgym[vllm]'``) that gets the new weights through
+    ``load_weights`` after every update. An HTTP policy server (``openai``/``http``: ``creditgym
+    serve-policy`` / ``vllm serve``) cannot be trained: it has no weight-update path."""
     gpu_memory_utilization: float = 0.35
     """vLLM's share of the GPU memory (the rest is left to the trainer's model and optimiser)."""
     max_model_len: int | None = None
@@ -251,12 +252,10 @@ def _model_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization}: must be in (0, 1]")
     if r.max_model_len is not None and r.max_model_len < 1:
         out.append(f"rollout.max_model_len={r.max_model_len}: must be >= 1 or null")
-    if r.backend == "vllm":
-        import importlib.util
+    from creditgym.agents.backends import backend_problem
 
-        if importlib.util.find_spec("vllm") is None:
-            out.append("rollout.backend=vllm: vLLM is not installed (pip install "
-                       "'creditgym[vllm]'), or use rollout.backend=transformers")
+    if (problem := backend_problem(r.backend, training=True, label="rollout.backend")):
+        out.append(problem)
     return out
 
 

@@ -27,8 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from creditgym.credit._arrays import CreditInputError, check_lengths, row_layout
-from creditgym.credit.oprl import _per_traj
+from creditgym.credit._arrays import CreditInputError, check_lengths, per_trajectory, row_layout
 from creditgym.trainers.logprobs import (
     Batch,
     TrainerInputError,
@@ -45,7 +44,7 @@ from creditgym.trajectory import Trajectory
 def _pairs(group: Any, traj: Any, success: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """Row layout and the (winner, loser) trajectory indices of every within-group pair."""
     rows = row_layout(group, traj)
-    win = _per_traj("success", success, rows) > 0.5
+    win = per_trajectory("success", success, rows) > 0.5
     same = rows.traj_group[:, None] == rows.traj_group[None, :]
     w, l = np.nonzero(same & win[:, None] & ~win[None, :])
     return rows, w, l

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from creditgym.trajectory import Trajectory
 
@@ -85,42 +84,21 @@ def training_device(name: str):
 
 
 def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, run_dir: Path):
-    """The configured generation backend over the current policy weights."""
-    rollout = cfg.rollout
-    if rollout.backend == "transformers":
-        from creditgym.agents.hf_backend import TransformersBackend
+    """The configured generation backend (``rollout.backend``, a name registered in
+    ``creditgym.agents.backends``) over the current policy weights."""
+    from creditgym.agents.backends import TrainingPolicy, make_training_backend
 
-        return TransformersBackend(model, tokenizer=tokenizer, seed=cfg.seed)
-    from creditgym.agents.vllm_backend import VLLMBackend
-
-    # vLLM loads from a folder, then gets the trainer's current weights (a resumed run's
-    # checkpoint) through load_weights.
-    backend = VLLMBackend(str(starting_model_dir(cfg, run_dir)),
-                          gpu_memory_utilization=rollout.gpu_memory_utilization,
-                          max_model_len=rollout.max_model_len, enforce_eager=rollout.enforce_eager,
-                          seed=cfg.seed)
-    backend.load_weights(model.state_dict())
-    return backend
+    r = cfg.rollout
+    policy = TrainingPolicy(model, tokenizer, str(starting_model_dir(cfg, run_dir)), seed=cfg.seed,
+                            options={"gpu_memory_utilization": r.gpu_memory_utilization,
+                                     "max_model_len": r.max_model_len,
+                                     "enforce_eager": r.enforce_eager})
+    return make_training_backend(r.backend, policy)
 
 
 def credit_inputs(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[dict | None, dict]:
-    """Model-derived inputs of the configured estimator (None when it needs none)."""
-    name = type(trainer.credit).__name__
-    if name == "IGPOConfig":
-        from creditgym.credit.igpo_probe import ProbeFormat, probe_logprobs
+    """Model-derived inputs of the configured estimator (None when it needs none): forwards to
+    ``creditgym.trainers.credit_inputs.credit_inputs(trainer, trainer.credit, trajs)``."""
+    from creditgym.trainers.credit_inputs import credit_inputs as provide
 
-        fmt = ProbeFormat(context_suffix="", answer_prefix="<answer>", answer_suffix="</answer>")
-        probes = probe_logprobs(trajs, trainer.renderer.encode, trainer.backend.score, fmt=fmt)
-        return {"probe_logprob": {t.id: p for t, p in zip(trajs, probes)}}, {}
-    if name == "OPRLConfig":
-        from creditgym.trainers.dpo import prm_update
-
-        for t in trajs:  # the PRM's pairs are (successful, failed) inside a group
-            t.metrics.setdefault("success", float(bool(t.success)))
-        out = prm_update(trainer.prm, trainer.prm_optimizer, trainer.prm_scheduler, trajs,
-                         pad_id=trainer.pad_id, beta=trainer.credit.beta)
-        per_traj: dict[str, list[float]] = {}
-        for traj_id, q in zip(out.traj, np.asarray(out.logratio_sum)):
-            per_traj.setdefault(traj_id, []).append(float(q))
-        return {"logratio_sum": per_traj}, {f"prm/{k}": v for k, v in out.metrics.items()}
-    return None, {}
+    return provide(trainer, trainer.credit, trajs)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from creditgym.credit import CreditInputError, estimate, gigpo, igpo, make_config, oprl, pure, tempo
-from creditgym.credit.registry import ESTIMATORS, GiGPOConfig
+from creditgym.credit.gigpo import GiGPOConfig
+from creditgym.credit.registry import ESTIMATORS
 from creditgym.errors import ConfigError
 from tests.credit.helpers import make_traj
 
@@ -198,3 +199,146 @@ def test_adapter_errors():
         estimate(batch(), "oprl", bad)
     with pytest.raises(CreditInputError, match="metrics has no 'em'"):
         estimate(batch(), {"name": "grpo", "outcome_key": "em"})
+
+
+# --------------------------------------------------------------- registration (issue 10, item 4)
+
+
+@pytest.fixture
+def user_estimator():
+    """Imports tests/credit/one_file_estimator.py (which registers ``turn_bonus``); removes it
+    afterwards so other tests see only the built-ins."""
+    import importlib
+    import sys
+
+    from creditgym.credit.registry import unregister_estimator
+
+    module = importlib.import_module("tests.credit.one_file_estimator")
+    yield module
+    unregister_estimator("turn_bonus")
+    sys.modules.pop("tests.credit.one_file_estimator", None)
+
+
+def test_an_estimator_defined_in_its_own_file_works_through_estimate_and_make_config(
+        user_estimator):
+    cfg = make_config({"name": "turn_bonus", "per_turn": 0.5})
+    assert isinstance(cfg, user_estimator.TurnBonusConfig) and cfg.per_turn == 0.5
+    with pytest.raises(ConfigError, match="per_turn"):  # strict options, the valid one listed
+        make_config({"name": "turn_bonus", "per_tunr": 0.5})
+    trajs = [[make_traj("A", "g", [0, 1]), make_traj("B", "g", [0])]]
+    res = estimate(trajs, cfg, {"bonus": {"A": [1.0, 2.0], "B": [3.0]}})
+    # A has 2 turns: [1 - 0.5*2, 2 - 0.5*2] = [0, 1]; B has 1 turn: 3 - 0.5 = 2.5
+    assert_spread(res, {"A": [0.0, 1.0], "B": [2.5]})
+    assert res.diagnostics["estimator"] == "turn_bonus" and res.diagnostics["mean_bonus"] == 2.0
+    # the name works as a plain spec too, and it is listed among the registered estimators
+    assert estimate(trajs, "turn_bonus", {"bonus": [[0, 0], [0]]}).diagnostics["turns"] == 3.0
+    with pytest.raises(ConfigError, match="turn_bonus"):
+        make_config("no_such_estimator")
+
+
+def test_a_config_can_name_an_estimator_module_to_import():
+    import sys
+
+    from creditgym.credit.registry import unregister_estimator
+
+    sys.modules.pop("tests.credit.one_file_estimator", None)
+    unregister_estimator("turn_bonus")
+    try:
+        cfg = make_config({"name": "tests.credit.one_file_estimator:turn_bonus", "per_turn": 1})
+        assert type(cfg).__module__ == "tests.credit.one_file_estimator" and cfg.per_turn == 1.0
+        res = estimate([[make_traj("A", "g", [0])]], "tests.credit.one_file_estimator:turn_bonus",
+                       {"bonus": {"A": [3.0]}})
+        assert res.diagnostics["estimator"] == "turn_bonus" and res.advantages[0].max() == 2.9
+    finally:
+        unregister_estimator("turn_bonus")
+        sys.modules.pop("tests.credit.one_file_estimator", None)
+    with pytest.raises(ConfigError, match="cannot import 'no_such_pkg.mod'.*PYTHONPATH"):
+        make_config("no_such_pkg.mod:x")
+    with pytest.raises(ConfigError, match="importing 'tests.credit.helpers' registered no "
+                                          "estimator 'x'; registered: grpo, rloo"):
+        make_config("tests.credit.helpers:x")
+
+
+def test_needs_are_checked_before_the_estimator_runs(user_estimator):
+    trajs = [[make_traj("A", "g", [0, 1])]]
+    with pytest.raises(CreditInputError, match=r"turn_bonus needs inputs\['bonus'\].*given: "
+                                               r"\['other'\]"):
+        estimate(trajs, "turn_bonus", {"other": {"A": [0, 0]}})
+    from creditgym.credit import get_estimator
+
+    assert get_estimator("turn_bonus").needs == ("bonus",)
+    assert get_estimator(make_config("turn_bonus")).name == "turn_bonus"
+
+
+def test_builtin_estimators_declare_the_inputs_they_need():
+    from creditgym.credit import get_estimator
+
+    needs = {name: (e.needs, e.optional) for name, e in ESTIMATORS.items()}
+    assert list(needs) == ["grpo", "rloo", "gigpo", "igpo", "tempo", "oprl", "pure"]
+    assert needs["igpo"] == (("probe_logprob",), ())
+    assert needs["oprl"] == (("logratio_sum",), ())
+    assert needs["pure"] == ((), ("step_reward",))
+    assert all(needs[n] == ((), ()) for n in ("grpo", "rloo", "gigpo", "tempo"))
+    assert get_estimator({"name": "gigpo", "gamma": 0.5}).config is GiGPOConfig
+
+
+def test_unknown_estimator_error_lists_every_registered_name():
+    with pytest.raises(ConfigError) as err:
+        make_config({"name": "ppo"})
+    for name in ESTIMATORS:
+        assert name in str(err.value)
+    with pytest.raises(ConfigError, match="not a registered estimator config"):
+        estimate(batch(), object())
+
+
+def test_register_estimator_refuses_clashes_and_malformed_registrations():
+    from dataclasses import dataclass
+
+    from creditgym.credit import register_estimator
+    from creditgym.credit.registry import unregister_estimator
+
+    @dataclass
+    class Cfg:
+        x: int = 0
+
+    def fn(batch, config, inputs):
+        raise AssertionError("never called")
+
+    with pytest.raises(ConfigError, match="'gigpo' is already registered by "
+                                          "creditgym.credit.gigpo"):
+        register_estimator("gigpo", Cfg)(fn)
+    with pytest.raises(ConfigError, match="already belongs to estimator 'gigpo'"):
+        register_estimator("gigpo2", GiGPOConfig)(fn)
+    with pytest.raises(ConfigError, match="must be a dataclass"):
+        register_estimator("x", dict)
+    with pytest.raises(ConfigError, match="needs must be a sequence"):
+        register_estimator("x", Cfg, needs="probe_logprob")
+    assert "gigpo2" not in ESTIMATORS and ESTIMATORS["gigpo"].config is GiGPOConfig
+    try:  # a fresh name registers, and its function is returned unchanged
+        assert register_estimator("tmp_x", Cfg, needs=("a",))(fn) is fn
+        assert ESTIMATORS["tmp_x"].needs == ("a",) and isinstance(make_config("tmp_x"), Cfg)
+    finally:
+        unregister_estimator("tmp_x")
+    with pytest.raises(ConfigError, match="unknown estimator 'tmp_x'"):
+        make_config("tmp_x")
+
+
+def test_an_estimator_returning_misaligned_arrays_is_reported():
+    from dataclasses import dataclass
+
+    from creditgym.credit import register_estimator
+    from creditgym.credit.registry import unregister_estimator
+
+    @dataclass
+    class Short:
+        pass
+
+    @register_estimator("tmp_short", Short)
+    def short(b, config, inputs):
+        return [np.zeros(1) for _ in b.trajectories], {}
+
+    try:
+        with pytest.raises(CreditInputError, match="aligned with tokens"):
+            estimate(batch(), "tmp_short")
+    finally:
+        unregister_estimator("tmp_short")

@@ -64,3 +64,35 @@ def test_records_without_replay_fields_load_with_defaults():
     t = Trajectory.from_dict(d)
     assert t.created == 0.0 and t.env_kwargs == {} and t.terminated is False
     assert t.success is True and make_traj("b", "g", [0.0]).success is None
+
+
+def test_add_turn_and_finish_record_every_per_turn_field():
+    t = Trajectory(id="r", group="g", task={}, prompt_ids=[1])
+    call = {"name": "search", "arguments": {"query": "x"}, "ok": True, "error": None}
+    t.add_turn(action="<search>x</search>", action_ids=[5, 6], observation="docs",
+               observation_ids=[7], reward=0.0, anchor="q", action_logprobs=[-0.5, -0.25],
+               info={"valid": True, "tool_calls": [call], "metrics": {"searches": 1}},
+               finish_reason="length")
+    t.add_turn(action="<answer>y</answer>", action_ids=[8], observation="", observation_ids=[],
+               reward=1.0, anchor="q|x", info={"metrics": {"em": 1.0, "success": 1.0}})
+    t.metrics["rollout/diagnostic"] = 3  # kept by finish: the last turn does not set it
+    t.finish(terminated=True, truncated=False)
+    assert t.tokens().tolist() == [1, 5, 6, 7, 8] and t.loss_mask().tolist() == [0, 1, 1, 0, 1]
+    assert t.action_logprobs == [[-0.5, -0.25], [0.0]]  # a demonstration's turn: zeros
+    assert t.tool_calls == [[call], []] and t.finish_reasons == ["length", "stop"]
+    assert t.turn_metrics == [{"searches": 1}, {"em": 1.0, "success": 1.0}]
+    assert t.metrics == {"rollout/diagnostic": 3, "em": 1.0, "success": 1.0}
+    assert t.terminated and not t.truncated and t.success is True and t.valid == [True, True]
+    assert Trajectory.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+
+
+def test_add_turn_rejects_mismatched_logprobs_and_mixed_records():
+    t = Trajectory(id="r", group="g", task={}, prompt_ids=[1])
+    with pytest.raises(TrajectoryFormatError, match="2 action ids but 1 logprobs"):
+        t.add_turn(action="a", action_ids=[1, 2], observation="", observation_ids=[], reward=0,
+                   anchor=None, info={}, action_logprobs=[-1.0])
+    assert t.n_turns == 0
+    legacy = make_traj("a", "g", [0.0])  # turns built without texts
+    with pytest.raises(TrajectoryFormatError, match="add_turn"):
+        legacy.add_turn(action="a", action_ids=[1], observation="", observation_ids=[],
+                        reward=0, anchor=None, info={})

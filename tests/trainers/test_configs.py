@@ -29,6 +29,11 @@ def test_real_model_config_uses_vllm_and_searchr1_data():
     assert cfg.env["retriever"]["backend"] == "http" and cfg.policy.kl_coef > 0
 
 
-def test_unknown_rollout_backend_is_rejected():
-    with pytest.raises(ConfigError, match="backend"):
-        from_dict(TrainConfig, {"rollout": {"backend": "sglang"}})
+def test_unknown_rollout_backend_is_rejected(tmp_path):
+    # rollout.backend is a name checked against the backend registry, with the choices listed
+    from creditgym.trainers.config import check_train_config
+
+    cfg = from_dict(TrainConfig, {"rollout": {"backend": "sglang"}, "run_dir": str(tmp_path)})
+    with pytest.raises(ConfigError, match=r"rollout.backend='sglang': unknown backend; choose "
+                                          r"one of transformers, vllm \(registered: "):
+        check_train_config(cfg)

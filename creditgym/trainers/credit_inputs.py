@@ -1,0 +1,176 @@
+"""Model-derived inputs of the credit estimators, provided by name.
+
+An estimator declares what it needs (``register_estimator(..., needs=("probe_logprob",))``, see
+``creditgym.credit.registry``); a provider registered here under the same name computes it from
+the trainer's state::
+
+    @register_input("probe_logprob")
+    def probe_logprob(trainer, trajs) -> tuple[dict[str, list[float]], dict[str, float]]:
+        ...  # (trajectory id -> one value per turn, metrics for the iteration's log row)
+
+:func:`credit_inputs` calls the providers of exactly the estimator's ``needs`` (and of its
+``optional`` inputs that have a provider) and returns ``({name: values_by_traj_id}, metrics)``,
+or ``(None, {})`` when the estimator needs nothing. A need without a provider is a
+``ConfigError`` naming it and the registered providers (:func:`input_problems` finds it before a
+run starts). A provider may come with ``setup(trainer)``, which :func:`setup_inputs` runs once
+after the policy is loaded (the PRM: a copy of the policy with its optimiser and schedule, which
+the trainer checkpoints as ``trainer.prm``).
+
+The trainer is duck-typed. The built-in providers read: ``probe_logprob``: ``renderer.encode``,
+``backend.score`` and optionally ``probe_format`` (an ``igpo_probe.ProbeFormat``; default: the
+answer forced between ``<answer>`` and ``</answer>``); ``logratio_sum``: ``model``, ``cfg``
+(``prm_lr``, ``rl.iterations``, ``optim``), ``credit`` (``beta``, ``success_key``), ``pad_id``,
+and the ``prm``, ``prm_optimizer``, ``prm_scheduler`` its setup creates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from creditgym.errors import ConfigError
+from creditgym.trajectory import Trajectory
+
+Values = dict[str, list[float]]
+Provider = Callable[[Any, Sequence[Trajectory]], tuple[Values, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class InputProvider:
+    """One registered input provider."""
+
+    name: str
+    provide: Provider
+    """``(trainer, trajectories) -> (values by trajectory id, metrics)``."""
+    setup: Callable[[Any], None] | None = None
+    """Run once per trainer before the first iteration (and before a resume loads checkpoints)."""
+
+
+PROVIDERS: dict[str, InputProvider] = {}
+"""Registered providers by input name."""
+
+
+def register_input(name: str, *, setup: Callable[[Any], None] | None = None
+                   ) -> Callable[[Provider], Provider]:
+    """Decorator registering ``provide(trainer, trajs)`` as the provider of input ``name``.
+    Registering a name again from another function is an error (a re-import replaces its own)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"register_input: name must be a non-empty string, got {name!r}")
+
+    def decorate(fn: Provider) -> Provider:
+        old = PROVIDERS.get(name)
+        if old is not None and _origin(old.provide) != _origin(fn):
+            raise ConfigError(f"input {name!r} is already provided by {_origin(old.provide)}; "
+                              f"choose another name for {_origin(fn)}")
+        PROVIDERS[name] = InputProvider(name, fn, setup)
+        return fn
+
+    return decorate
+
+
+def unregister_input(name: str) -> None:
+    """Remove the provider of ``name`` (tests, reloading a plugin); unknown names are ignored."""
+    PROVIDERS.pop(name, None)
+
+
+def _origin(fn: Callable) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _wanted(estimator: Any) -> tuple[Any, list[str]]:
+    from creditgym.credit.registry import get_estimator
+
+    est = get_estimator(estimator)
+    return est, [*est.needs, *(n for n in est.optional if n in PROVIDERS and n not in est.needs)]
+
+
+def input_problems(estimator: Any) -> list[str]:
+    """Why the trainer cannot provide ``estimator``'s needs (a name, spec or typed config);
+    empty when it can."""
+    from creditgym.credit.registry import get_estimator
+
+    est = get_estimator(estimator)
+    return [f"credit={est.name}: needs input {n!r}, but no provider is registered for it; "
+            f"register one with creditgym.trainers.credit_inputs.register_input({n!r}) "
+            f"(registered: {', '.join(PROVIDERS) or 'none'})"
+            for n in est.needs if n not in PROVIDERS]
+
+
+def setup_inputs(trainer: Any, estimator: Any) -> None:
+    """Run the ``setup`` of every provider the estimator will use (once, after the policy is
+    loaded and before checkpoints are restored)."""
+    problems = input_problems(estimator)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    _, names = _wanted(estimator)
+    for name in names:
+        if PROVIDERS[name].setup is not None:
+            PROVIDERS[name].setup(trainer)
+
+
+def credit_inputs(trainer: Any, estimator: Any, trajs: Sequence[Trajectory]
+                  ) -> tuple[dict[str, Values] | None, dict[str, float]]:
+    """The inputs ``estimator`` (a name, spec or typed config) needs for ``trajs``, by name, and
+    the providers' metrics; ``(None, {})`` when it needs none."""
+    problems = input_problems(estimator)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    _, names = _wanted(estimator)
+    if not names:
+        return None, {}
+    inputs: dict[str, Values] = {}
+    metrics: dict[str, float] = {}
+    for name in names:
+        values, m = PROVIDERS[name].provide(trainer, trajs)
+        inputs[name] = values
+        metrics.update(m)
+    return inputs, metrics
+
+
+# ------------------------------------------------------------------------ built-in providers
+
+
+@register_input("probe_logprob")
+def probe_logprob(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[Values, dict[str, float]]:
+    """IGPO's probes: mean log-prob of the gold answer teacher-forced before each turn, under the
+    current policy (scored through the rollout backend, no gradient)."""
+    from creditgym.credit.igpo_probe import ProbeFormat, probe_logprobs
+
+    fmt = getattr(trainer, "probe_format", None) or ProbeFormat(
+        context_suffix="", answer_prefix="<answer>", answer_suffix="</answer>")
+    probes = probe_logprobs(trajs, trainer.renderer.encode, trainer.backend.score, fmt=fmt)
+    return {t.id: [float(x) for x in p] for t, p in zip(trajs, probes)}, {}
+
+
+def _setup_prm(trainer: Any) -> None:
+    """The implicit PRM starts as a copy of the (warm-started) policy with its own optimiser."""
+    import copy
+
+    from creditgym.trainers.optim import make_optimizer
+
+    trainer.prm = copy.deepcopy(trainer.model)
+    trainer.prm_optimizer, trainer.prm_scheduler = make_optimizer(
+        trainer.prm, trainer.cfg.optim(trainer.cfg.prm_lr, trainer.cfg.rl.iterations))
+
+
+@register_input("logratio_sum", setup=_setup_prm)
+def logratio_sum(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[Values, dict[str, float]]:
+    """OPRL's per-turn ``sum(log pi_phi - log pi_ref)`` over each turn's actions, after one DPO
+    step of the implicit PRM on this batch (the "after" schedule); metrics ``prm/*``."""
+    import numpy as np
+
+    from creditgym.trainers.dpo import prm_update
+
+    key = getattr(trainer.credit, "success_key", None)
+    if key is None:  # the PRM's pairs are (successful, failed) inside a group
+        key = "success"
+        for t in trajs:
+            t.metrics.setdefault("success", float(bool(t.success)))
+    out = prm_update(trainer.prm, trainer.prm_optimizer, trainer.prm_scheduler, trajs,
+                     pad_id=trainer.pad_id, beta=getattr(trainer.credit, "beta", 0.05),
+                     success_key=key)
+    per_traj: Values = {}
+    for traj_id, q in zip(out.traj, np.asarray(out.logratio_sum)):
+        per_traj.setdefault(traj_id, []).append(float(q))
+    return per_traj, {f"prm/{k}": v for k, v in out.metrics.items()}
