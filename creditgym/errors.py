@@ -52,3 +52,8 @@ class BadRequest(CreditGymError, ValueError):
         super().__init__(message)
         self.status = status
         self.param = param
+
+
+class EnvSpecError(ConfigError):
+    """An environment id cannot be resolved (not registered, not importable, not an environment)
+    or the environment rejects its options; raised before anything is created."""

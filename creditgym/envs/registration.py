@@ -13,8 +13,12 @@ import gymnasium
 BUILTIN_ENVS: dict[str, str] = {
     "creditgym/Search-v0": "creditgym.envs.search_env:SearchEnv",
     "creditgym/Calculator-v0": "creditgym.envs.examples.calculator:CalculatorEnv",
+    "creditgym/KeyDoor-v0": "creditgym.envs.examples.keydoor:KeyDoorEnv",
 }
 """Environment id -> ``module:Class`` entry point."""
+
+DEFAULT_ENV_ID = "creditgym/Search-v0"
+"""The environment ``creditgym train`` uses when a config names none (the built-in world)."""
 
 
 def register_envs() -> list[str]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from creditgym.config import from_dict
 from creditgym.envs.retrieval import RetrieverConfig, make_retriever
@@ -110,6 +110,15 @@ def default_tasks(config: SearchEnvConfig) -> list[Task]:
     return World.generate(config.world).questions(config.split)
 
 
+def search_config(
+    config: SearchEnvConfig | dict | None, options: dict[str, Any],
+) -> SearchEnvConfig:
+    """``config`` (a ``SearchEnvConfig`` or its mapping) with ``options`` set on top (strict)."""
+    if isinstance(config, SearchEnvConfig):
+        return dataclasses.replace(config, **options) if options else config
+    return from_dict(SearchEnvConfig, {**(config or {}), **options})
+
+
 class SearchEnv(ToolEnv):
     """Answer questions by searching; see the module docstring.
 
@@ -130,10 +139,7 @@ class SearchEnv(ToolEnv):
     ) -> None:
         if isinstance(retriever, (RetrieverConfig, dict)):
             options["retriever"], retriever = retriever, None
-        if isinstance(config, SearchEnvConfig):
-            config = dataclasses.replace(config, **options) if options else config
-        else:
-            config = from_dict(SearchEnvConfig, {**(config or {}), **options})
+        config = search_config(config, options)
         owns_retriever = retriever is None
         if retriever is None:
             retriever = BatchingRetriever(open_search_backend(config))
@@ -193,6 +199,64 @@ class SearchEnv(ToolEnv):
         return task is not None and any(
             (g := normalize_answer(a)) and f" {g} " in f" {evidence} " for a in task.golden_answers
         )
+
+    # ------------------------------------------------------------------ contract
+
+    config_class = SearchEnvConfig
+
+    @classmethod
+    def make_factory(cls, **kwargs: Any) -> Callable[[], SearchEnv]:
+        """Environments sharing one retriever and one task list, opened with the first one;
+        closing an environment never closes the retriever (the factory's ``close`` does)."""
+        shared: dict[str, Any] = {}
+
+        def make_search_env() -> SearchEnv:
+            if shared:
+                return cls(**{**kwargs, "retriever": shared["retriever"], "tasks": shared["tasks"]})
+            env = cls(**kwargs)
+            # The retriever belongs to the factory: a rollout closing its environments must not
+            # close the index every later environment searches.
+            shared.update(retriever=env.retriever, tasks=env.tasks, owned=env._owns_retriever)
+            env._owns_retriever = False
+            return env
+
+        def close() -> None:
+            if shared.get("owned"):
+                shared["retriever"].close()
+
+        make_search_env.close = close  # type: ignore[attr-defined]
+        return make_search_env
+
+    @classmethod
+    def check_kwargs(cls, kwargs: dict[str, Any]) -> None:
+        """Strict: every option must be a ``SearchEnvConfig`` field (nothing is opened)."""
+        options = {k: v for k, v in kwargs.items() if k not in ("config", "tasks", "render_mode")}
+        if isinstance(options.get("retriever"), Retriever):
+            options.pop("retriever")
+        try:
+            search_config(kwargs.get("config"), options)
+        except TypeError as exc:  # dataclasses.replace on a SearchEnvConfig: unknown field
+            raise ConfigError(f"SearchEnvConfig: {exc}") from exc
+
+    @classmethod
+    def aggregate_metrics(cls, episodes: list[dict[str, Any]]) -> dict[str, float]:
+        """The means, with ``success``, ``em``, ``f1`` and ``searches`` (``calls/search``)
+        always present."""
+        out = super().aggregate_metrics(episodes)
+        out["searches"] = out.get("calls/search", 0.0)
+        for key in ("success", "em", "f1"):
+            out.setdefault(key, 0.0)
+        return out
+
+    @classmethod
+    def demonstrations(cls, env_kwargs: dict[str, Any], *, count: int, seed: int,
+                       options: dict[str, Any]):
+        """The built-in world's scripted expert (``creditgym.envs.world.expert``); None over a
+        Search-R1 task file, whose questions have no chain to follow. Options: ``worlds``,
+        ``backend``, ``early_answer_prob``, ``skip_search_prob``, ``perfect``."""
+        from creditgym.envs.world.expert import world_demonstrations
+
+        return world_demonstrations(cls, env_kwargs, count=count, seed=seed, options=options)
 
     # ------------------------------------------------------------------ hooks
 

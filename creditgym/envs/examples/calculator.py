@@ -3,7 +3,7 @@ import ast
 import operator
 import random
 
-from creditgym.envs import Task, ToolEnv
+from creditgym.envs import Task, ToolEnv, call_text, scripted_demonstrations
 
 OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
        ast.Div: operator.truediv, ast.USub: operator.neg}
@@ -37,3 +37,15 @@ def make_tasks(n: int = 100, seed: int = 0) -> list[Task]:
 class CalculatorEnv(ToolEnv):
     def __init__(self, **kwargs):
         super().__init__([calculate], tasks=make_tasks(), **kwargs)
+
+    @classmethod
+    def demonstrations(cls, env_kwargs, *, count, seed, options):
+        """Optional, for a warm start: an expert that knows the expression and the answer."""
+        env = cls(**env_kwargs)
+
+        def expert(task, rng):
+            expression = task.question.removeprefix("What is ").removesuffix("?")
+            calls = [call_text(env.config.syntax, "calculate", {"expression": expression}),
+                     call_text(env.config.syntax, "answer", {"answer": task.golden_answers[0]})]
+            return lambda observation, info, turn: calls[min(turn, 1)]
+        return scripted_demonstrations(env, expert, count=count, seed=seed)

@@ -50,3 +50,62 @@ def _call(syntax: str, tool: str, text: str) -> str:
 
     arg = "query" if tool == "search" else "answer"
     return "<tool_call>" + json.dumps({"name": tool, "arguments": {arg: text}}) + "</tool_call>"
+
+
+DEMO_OPTIONS = {"worlds": 0, "backend": "bm25s", "early_answer_prob": 0.0,
+                "skip_search_prob": 0.0, "perfect": False}
+"""The demonstrator's options (``SearchEnv.demonstrations``) and their defaults: ``worlds``
+other worlds to demonstrate in (seeds ``world.seed + 1`` onwards, same shape, indexed with
+``backend``; their names never recur in the training or test questions, so a small model must
+learn to copy names rather than memorise answers; 0: the environment's own tasks), the expert's
+deliberate imperfections (see ``expert_action``), and ``perfect`` (ignore them)."""
+
+
+def world_demonstrations(env_cls, env_kwargs: dict, *, count: int, seed: int, options: dict):
+    """``count`` expert episodes, spread evenly over the demonstration worlds (source ``k``
+    shuffles its tasks and draws its imperfections with ``random.Random(seed + k)``); None when
+    the environment's tasks come from a Search-R1 file (no chain to follow)."""
+    import dataclasses
+
+    from creditgym.envs.demonstration import scripted_demonstrations
+    from creditgym.envs.retrieval.base import Retriever
+    from creditgym.envs.search_env import search_config
+    from creditgym.errors import ConfigError
+
+    unknown = sorted(set(options) - set(DEMO_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown demonstrator option(s) {', '.join(map(repr, unknown))} of "
+                          f"{env_cls.__name__}; valid options are: {', '.join(DEMO_OPTIONS)}")
+    opts = {**DEMO_OPTIONS, **options}
+    kwargs = dict(env_kwargs)
+    options_only = {k: v for k, v in kwargs.items() if k not in ("config", "tasks", "render_mode")}
+    if isinstance(options_only.get("retriever"), Retriever):
+        options_only.pop("retriever")  # open already: nothing to read the config from
+    config = search_config(kwargs.get("config"), options_only)
+    if config.tasks_path is not None and not opts["worlds"]:
+        return None
+    early = 0.0 if opts["perfect"] else float(opts["early_answer_prob"])
+    skip = 0.0 if opts["perfect"] else float(opts["skip_search_prob"])
+
+    def make_policy(task: Task, rng: random.Random):
+        return lambda obs, info, turn: expert_action(
+            task, turn, obs, syntax=config.syntax, early_answer_prob=early,
+            skip_search_prob=skip, rng=rng)
+
+    def sources():
+        if not opts["worlds"]:
+            yield env_cls(**kwargs)
+            return
+        for k in range(int(opts["worlds"])):
+            world = dataclasses.replace(config.world, seed=config.world.seed + 1 + k)
+            yield env_cls(config=dataclasses.replace(
+                config, world=world, world_backend=opts["backend"], split="train",
+                retriever=None, tasks_path=None))
+
+    def demonstrations():
+        n = max(1, int(opts["worlds"]))
+        for k, env in enumerate(sources()):  # one world's index open at a time
+            share = count // n + (k < count % n)
+            yield from scripted_demonstrations(env, make_policy, count=share, seed=seed + k)
+
+    return demonstrations()
