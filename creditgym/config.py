@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from creditgym.errors import ConfigError
+from creditgym.json_values import to_plain  # noqa: F401  (re-exported: configs as plain data)
 
 T = TypeVar("T")
 
@@ -75,18 +76,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_yaml(cls: type[T], path: str | Path) -> T:
     """Read a YAML file (see :func:`read_yaml`) into the dataclass ``cls``."""
     return from_dict(cls, read_yaml(path), where=str(path))
-
-
-def to_plain(value: Any) -> Any:
-    """A config as plain YAML/JSON data: dataclasses to dicts, tuples to lists (the inverse of
-    ``from_dict`` up to types), e.g. to record the settings a run used."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    return value
 
 
 def _coerce(annotation: Any, value: Any, label: str) -> Any:

@@ -5,7 +5,9 @@ action ids (with their log-probs) and the environment's observation ids, plus pe
 anchors (state key before the turn's action, for GiGPO) and valid flags. ``tokens()`` and
 ``loss_mask()`` rebuild the flat sequence the policy was trained on: prompt (mask 0), then per turn
 action ids (mask 1) and observation ids (mask 0). ``to_dict``/``from_dict`` give the JSON form,
-versioned as ``"schema": "creditgym.trajectory/1"``.
+versioned as ``"schema": "creditgym.trajectory/1"``. Every recorder (the rollout, the
+demonstrations of the SFT warm start) builds a record the same way: ``add_turn`` per step, then
+``finish`` (how the episode ended; outcome ``metrics`` from the last turn).
 
 A record also holds what ``creditgym replay`` needs to re-step the episode and show it: the
 environment id and keyword arguments (``gymnasium.make(env_id, **env_kwargs)``), the reset seed,
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from creditgym.errors import CreditGymError
+from creditgym.json_values import to_plain
 
 SCHEMA = "creditgym.trajectory/1"
 
@@ -120,6 +123,49 @@ class Trajectory:
                     f"trajectory {self.id!r} turn {t}: {len(a)} action ids but {len(lp)} logprobs"
                 )
 
+    def add_turn(
+        self, *, action: str, action_ids: list[int], observation: str,
+        observation_ids: list[int], reward: float, anchor: Any, info: dict[str, Any],
+        action_logprobs: list[float] | None = None, finish_reason: str = "stop",
+    ) -> None:
+        """Append one turn: the action (text and ids), the observation the step returned (its
+        text, and the ids appended to the sequence: empty when the episode ended there), the
+        step's reward, the anchor seen before the action, and from ``info`` its ``valid`` flag,
+        ``tool_calls`` and ``metrics``. ``action_logprobs`` None (a demonstration, not sampled):
+        zeros. Every recorder (rollout, demonstrations) goes through here, so records agree."""
+        ids = [int(t) for t in action_ids]
+        logprobs = ([0.0] * len(ids) if action_logprobs is None
+                    else [float(x) for x in action_logprobs])
+        if len(logprobs) != len(ids):
+            raise TrajectoryFormatError(
+                f"trajectory {self.id!r} turn {self.n_turns}: {len(ids)} action ids but "
+                f"{len(logprobs)} logprobs; pass one log-prob per generated token (or None)"
+            )
+        if self.n_turns and not self.actions:
+            raise TrajectoryFormatError(
+                f"trajectory {self.id!r}: add_turn on a record whose earlier turns were built "
+                f"without texts; build every turn with add_turn"
+            )
+        self.action_ids.append(ids)
+        self.action_logprobs.append(logprobs)
+        self.observation_ids.append([int(t) for t in observation_ids])
+        self.rewards.append(float(reward))
+        self.anchors.append(anchor)
+        self.valid.append(bool(info.get("valid", True)))
+        self.actions.append(action)
+        self.observations.append(observation)
+        self.turn_metrics.append(dict(info.get("metrics") or {}))
+        self.tool_calls.append(list(info.get("tool_calls") or []))
+        self.finish_reasons.append(finish_reason)
+
+    def finish(self, *, terminated: bool, truncated: bool) -> None:
+        """End the episode: how it ended, and its outcome ``metrics`` (the last turn's metrics;
+        empty when no turn was taken). Keys already in ``metrics`` that the last turn does not
+        set (rollout diagnostics) are kept."""
+        self.terminated, self.truncated = bool(terminated), bool(truncated)
+        last = dict(self.turn_metrics[-1]) if self.turn_metrics else {}
+        self.metrics = {**self.metrics, **last}
+
     @property
     def n_turns(self) -> int:
         return len(self.action_ids)
@@ -170,7 +216,7 @@ class Trajectory:
         d: dict[str, Any] = {"schema": SCHEMA}
         for f in fields(self):
             v = getattr(self, f.name)
-            d[f.name] = _jsonable(v)
+            d[f.name] = to_plain(v)
         return d
 
     @classmethod
@@ -196,15 +242,3 @@ class Trajectory:
             raise TrajectoryFormatError(
                 f"trajectory record {d.get('id')!r} is malformed: {exc}"
             ) from exc
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, (np.integer, np.floating, np.bool_)):
-        return v.item()
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v

@@ -26,6 +26,9 @@ transformers backend) gets requests with different seeds in one call, and sample
 its own seed; any other backend gets one call per distinct seed with that seed in its
 ``SamplingParams``. Either way a seeded request's draws never depend on how requests happened to
 be batched (no per-call seed offsets), which is what makes rollouts reproducible.
+
+:func:`settle` is how a backend call's outcome reaches the requests in it, here and in the policy
+server's ``RequestBatcher``: each waiting request gets its own result, or every one the error.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ class GenerationBatcher:
             self._pending.append(request)
             if self._worker is None or self._worker.done():
                 self._worker = asyncio.create_task(self._drain())
-        return await future
+        return _cut(await future, sampling.max_new_tokens)
 
     def _maybe_dispatch(self) -> None:
         """Start the next round when every live trajectory is waiting on one (and none runs)."""
@@ -137,9 +140,7 @@ class GenerationBatcher:
                 for start in range(0, len(group), self.max_batch):
                     await self._call(group[start : start + self.max_batch])
         except Exception as exc:  # e.g. keys that do not sort: no trajectory waits forever
-            for r in requests:
-                if not r.future.done():
-                    r.future.set_exception(exc)
+            settle([r.future for r in requests], exc)
         finally:
             self._worker = None
             self._maybe_dispatch()
@@ -150,7 +151,8 @@ class GenerationBatcher:
             await self._call(self._take_batch())
 
     async def _call(self, batch: list[_Request]) -> None:
-        """One backend call for ``batch``; every request's future gets its result or error."""
+        """One backend call for ``batch``; every request's future gets its result or error
+        (longer completions than a request's own budget are cut where it awaits them)."""
         budget = max(r.sampling.max_new_tokens for r in batch)
         sampling = dataclasses.replace(batch[0].sampling, max_new_tokens=budget)
         prompts = [r.prompt for r in batch]
@@ -162,18 +164,9 @@ class GenerationBatcher:
                 completions = await asyncio.to_thread(*call, seeds=seeds)
             else:
                 completions = await asyncio.to_thread(self.backend.generate, prompts, sampling)
-            if len(completions) != len(batch):
-                raise RuntimeError(
-                    f"backend returned {len(completions)} completions for {len(batch)} prompts"
-                )
         except Exception as exc:  # every waiting trajectory learns what happened
-            for r in batch:
-                if not r.future.done():
-                    r.future.set_exception(exc)
-            return
-        for r, c in zip(batch, completions):
-            if not r.future.done():
-                r.future.set_result(_cut(c, r.sampling.max_new_tokens))
+            completions = exc
+        settle([r.future for r in batch], completions)
 
     def _take_batch(self) -> list[_Request]:
         key = self._key(self._pending[0].sampling)
@@ -190,6 +183,25 @@ class GenerationBatcher:
         if self.per_row_seeds:
             return dataclasses.replace(sampling, max_new_tokens=0, seed=None)
         return dataclasses.replace(sampling, max_new_tokens=0)
+
+
+def settle(futures: Sequence[asyncio.Future], outcome: Sequence[Any] | BaseException) -> bool:
+    """Hand each future still waiting its own result ``outcome[i]``; when ``outcome`` is an
+    exception, or its length does not match (a backend bug), every waiting future gets that
+    error instead, so nobody waits forever. Futures already done (cancelled: the caller left)
+    are skipped. Returns whether results were delivered."""
+    if not isinstance(outcome, BaseException) and len(outcome) != len(futures):
+        outcome = RuntimeError(
+            f"backend returned {len(outcome)} results for {len(futures)} prompts"
+        )
+    for i, future in enumerate(futures):
+        if future.done():
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome[i])
+    return not isinstance(outcome, BaseException)
 
 
 def accepts_seeds(backend: PolicyBackend) -> bool:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from creditgym.agents.backend import Completion, SamplingParams
 from creditgym.errors import BadRequest  # the one bad-request type of both servers
+from creditgym.json_values import json_kind  # the one value-kind wording of both servers
 
 DEFAULT_MAX_TOKENS = 16
 """``max_tokens`` when a request leaves it out (OpenAI's and vLLM's default)."""
@@ -73,22 +74,6 @@ class CompletionJob:
     """Keep the matched stop string at the end of ``text``."""
 
 
-def _kind(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        type(None): "null",
-    }
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{names.get(type(value), type(value).__name__)} ({text})"
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -108,7 +93,7 @@ def _number(
         value = float(value) if abs(value) < 2**1023 else math.inf  # JSON ints are unbounded
     if not isinstance(value, float) or not math.isfinite(value):  # NaN/Infinity parse as floats
         raise BadRequest(
-            f"'{name}' must be a finite number, got {_kind(payload.get(name))}", param=name
+            f"'{name}' must be a finite number, got {json_kind(payload.get(name))}", param=name
         )
     if value < low or (low_open and value == low) or value > high:
         bounds = f"{'(' if low_open else '['}{low}, {high}]"
@@ -123,11 +108,11 @@ def _integer(
     if value is None:
         return default
     if not _is_int(value):
-        raise BadRequest(f"'{name}' must be an integer, got {_kind(value)}", param=name)
+        raise BadRequest(f"'{name}' must be an integer, got {json_kind(value)}", param=name)
     if value < low or (high is not None and value > high) or abs(value) >= 2**63:
         limit = f"between {low} and {high}" if high is not None else f">= {low}"
         limit += "" if high is not None else " and fit in 64 bits"
-        raise BadRequest(f"'{name}' must be {limit}, got {_kind(value)}", param=name)
+        raise BadRequest(f"'{name}' must be {limit}, got {json_kind(value)}", param=name)
     return value
 
 
@@ -136,7 +121,7 @@ def _flag(payload: dict, name: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise BadRequest(f"'{name}' must be true or false, got {_kind(value)}", param=name)
+        raise BadRequest(f"'{name}' must be true or false, got {json_kind(value)}", param=name)
     return value
 
 
@@ -144,7 +129,7 @@ def _ids(value: list, where: str, vocab_size: int | None) -> list[int]:
     for i, t in enumerate(value):
         if not _is_int(t):
             raise BadRequest(
-                f"{where}[{i}] must be a token id (integer), got {_kind(t)}", param="prompt"
+                f"{where}[{i}] must be a token id (integer), got {json_kind(t)}", param="prompt"
             )
         if t < 0 or (vocab_size is not None and t >= vocab_size):
             raise BadRequest(
@@ -171,7 +156,7 @@ def _prompts(
     else:
         raise BadRequest(
             f"'prompt' must be token ids, a string or a non-empty list of either, got "
-            f"{_kind(prompt)}",
+            f"{json_kind(prompt)}",
             param="prompt",
         )
     if len(items) > max_prompts:
@@ -192,7 +177,7 @@ def _prompts(
             ids = _ids(item, where, vocab_size)
         else:
             raise BadRequest(
-                f"{where} must be token ids or a string, got {_kind(item)}", param="prompt"
+                f"{where} must be token ids or a string, got {json_kind(item)}", param="prompt"
             )
         if not ids:
             raise BadRequest(f"{where} is empty; send at least one token", param="prompt")
@@ -213,7 +198,7 @@ def parse_request(
     if not isinstance(payload, dict):
         raise BadRequest(
             f'request body must be a JSON object like {{"prompt": [1, 2, 3], '
-            f'"max_tokens": 16}}, got {_kind(payload)}'
+            f'"max_tokens": 16}}, got {json_kind(payload)}'
         )
     for name, off in UNSUPPORTED.items():
         value = payload.get(name)
@@ -238,13 +223,14 @@ def parse_request(
         stop = [stop]
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
         raise BadRequest(
-            f"'stop' must be a non-empty string or a list of them, got {_kind(stop)}", param="stop"
+            f"'stop' must be a non-empty string or a list of them, got {json_kind(stop)}",
+            param="stop",
         )
     stop_ids = payload.get("stop_token_ids")
     stop_ids = [] if stop_ids is None else stop_ids
     if not isinstance(stop_ids, list):
         raise BadRequest(
-            f"'stop_token_ids' must be a list of token ids, got {_kind(stop_ids)}",
+            f"'stop_token_ids' must be a list of token ids, got {json_kind(stop_ids)}",
             param="stop_token_ids",
         )
     stop_ids = _ids(stop_ids, "'stop_token_ids'", vocab_size)

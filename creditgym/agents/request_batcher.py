@@ -19,6 +19,8 @@ Contract (what ``creditgym serve-policy`` promises its clients):
   :class:`~creditgym.errors.GenerationCancelled` and stops the running slice within one step.
 - Backends that cannot pause (HTTP, vLLM, test doubles) get one ``generate`` call per batch,
   as before; score batches are one ``score`` call (a single forward pass each).
+- A batch's outcome reaches its requests as in the rollout's ``GenerationBatcher`` (the shared
+  :func:`~creditgym.agents.generation_batcher.settle`): each its own result, or all the error.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from creditgym.agents.backend import PolicyBackend
+from creditgym.agents.generation_batcher import settle
 from creditgym.errors import GenerationCancelled
 
 Entry = tuple[Any, asyncio.Future]
@@ -195,16 +198,8 @@ class RequestBatcher:
                     self._line.append(batch)
                     continue
                 self._close(batch)
-                if len(results) != len(batch.entries):
-                    error = RuntimeError(
-                        f"backend returned {len(results)} results for {len(batch.entries)} prompts"
-                    )
-                    self._fail(batch.entries, error)
-                    continue
-                self.prompts += len(results)
-                for (_, future), result in zip(batch.entries, results):
-                    if not future.done():
-                        future.set_result(result)
+                if settle([future for _, future in batch.entries], results):
+                    self.prompts += len(results)
         finally:
             self._pump = None
             if self._closing:
@@ -236,9 +231,7 @@ class RequestBatcher:
             self._owner.pop(future, None)
 
     def _fail(self, entries: list[Entry], exc: BaseException) -> None:
-        for _, future in entries:
-            if not future.done():
-                future.set_exception(exc)
+        settle([future for _, future in entries], exc)
 
     def _fail_everything(self) -> None:
         error = GenerationCancelled("the policy server is shutting down; retry elsewhere")

@@ -3,7 +3,8 @@
 For each task, ``group_size`` environments are reset with the same seed and the task pinned.
 Every trajectory is a coroutine: render the prompt once, then alternately generate (through a
 ``GenerationBatcher``, so concurrent trajectories share backend calls) and step the environment
-(``astep`` when it has one, else ``step`` in a thread), appending generated ids as generated and
+through its wrappers (``creditgym.envs.astep``: the outermost object's ``astep`` when it has
+one, else ``step`` in a thread; never ``env.unwrapped``), appending generated ids as generated and
 each observation as its chat-template delta ids. Loss mask: 1 on generated ids only.
 
 An episode ends when the environment terminates or truncates, or when the next turn would not fit
@@ -39,6 +40,7 @@ import gymnasium
 from creditgym.agents.backend import PolicyBackend, SamplingParams
 from creditgym.agents.chat import ChatRenderer
 from creditgym.agents.generation_batcher import BatchingMode, GenerationBatcher
+from creditgym.envs.async_step import astep
 from creditgym.envs.task import Task
 from creditgym.errors import ConfigError
 from creditgym.trajectory import Trajectory
@@ -113,13 +115,6 @@ class EnvPool:
             env.close()
 
 
-async def _step(env: gymnasium.Env, action: str):
-    inner = env.unwrapped
-    if hasattr(inner, "astep"):
-        return await inner.astep(action)
-    return await asyncio.to_thread(env.step, action)
-
-
 async def rollout_one(
     env: gymnasium.Env, task: Task, *, seed: int | None, group: str, traj_id: str,
     batcher: GenerationBatcher, renderer: ChatRenderer, config: RolloutConfig,
@@ -145,7 +140,7 @@ async def rollout_one(
         while True:
             budget = config.max_context_tokens - len(running)
             if budget <= 0:
-                traj.truncated = True
+                traj.finish(terminated=False, truncated=True)
                 break
             sampling = dataclasses.replace(
                 config.sampling, max_new_tokens=min(config.sampling.max_new_tokens, budget)
@@ -157,17 +152,20 @@ async def rollout_one(
             if completion.finish_reason == "error":
                 raise RuntimeError(f"backend error: {completion.error}")
             action = renderer.assistant_text(completion.token_ids)
-            obs, reward, terminated, truncated, info = await _step(env, action)
+            obs, reward, terminated, truncated, info = await astep(env, action)
             running += completion.token_ids
             ended = terminated or truncated
             obs_ids = [] if ended else renderer.observation_ids(obs, completion.token_ids)
             if not ended and len(running) + len(obs_ids) >= config.max_context_tokens:
                 obs_ids, truncated, ended = [], True, True  # no room for the observation
             running += obs_ids
-            _append_turn(traj, completion, action, obs, obs_ids, reward, anchor, info)
+            traj.add_turn(action=action, action_ids=completion.token_ids, observation=obs,
+                          observation_ids=obs_ids, reward=reward, anchor=anchor, info=info,
+                          action_logprobs=completion.logprobs,
+                          finish_reason=completion.finish_reason)
             anchor = info.get("anchor", obs)
             if ended:
-                traj.terminated, traj.truncated = bool(terminated), bool(truncated)
+                traj.finish(terminated=terminated, truncated=truncated)
                 break
             messages += [{"role": "assistant", "content": action},
                          {"role": config.observation_role, "content": obs}]
@@ -175,27 +173,11 @@ async def rollout_one(
                 mismatch = renderer.first_mismatch(running, messages, tools=tools)
                 if mismatch is not None:
                     mismatches.append(mismatch.position)
-        traj.metrics = dict(traj.turn_metrics[-1]) if traj.turn_metrics else {}
         if mismatches:
             traj.metrics["rollout/prefix_mismatch_at"] = mismatches
     except Exception as exc:  # contained: this trajectory is errored, the batch goes on
         traj.error = f"{type(exc).__name__}: {exc}"
     return traj
-
-
-def _append_turn(traj: Trajectory, completion, action: str, obs: str, obs_ids: list[int],
-                 reward: float, anchor: Any, info: dict) -> None:
-    traj.action_ids.append(list(completion.token_ids))
-    traj.action_logprobs.append([float(x) for x in completion.logprobs])
-    traj.observation_ids.append(list(obs_ids))
-    traj.rewards.append(float(reward))
-    traj.anchors.append(anchor)
-    traj.valid.append(bool(info.get("valid", True)))
-    traj.actions.append(action)
-    traj.observations.append(obs)
-    traj.turn_metrics.append(dict(info.get("metrics", {})))
-    traj.tool_calls.append(list(info.get("tool_calls", [])))
-    traj.finish_reasons.append(completion.finish_reason)
 
 
 async def arollout(

@@ -12,6 +12,11 @@ from typing import Any
 from creditgym.envs.registration import register_envs
 
 _EXPORTS = {
+    "astep": "creditgym.envs.async_step",
+    "AsyncWrapper": "creditgym.envs.async_step",
+    "Demonstration": "creditgym.envs.demonstration",
+    "call_text": "creditgym.envs.demonstration",
+    "scripted_demonstrations": "creditgym.envs.demonstration",
     "Task": "creditgym.envs.task",
     "ToolEnv": "creditgym.envs.tool_env",
     "ToolEnvConfig": "creditgym.envs.tool_env",
@@ -30,9 +35,10 @@ _EXPORTS = {
 }
 
 __all__ = [
-    "ParseError", "RewardConfig", "Task", "Tool", "ToolCall", "ToolEnv", "ToolEnvConfig",
-    "ToolResult", "exact_match", "load_searchr1_tasks", "normalize_answer", "parse_json_calls",
-    "parse_xml_calls", "register_envs", "run_tool", "token_f1",
+    "AsyncWrapper", "Demonstration", "ParseError", "RewardConfig", "Task", "Tool", "ToolCall",
+    "ToolEnv", "ToolEnvConfig", "ToolResult", "astep", "call_text", "exact_match",
+    "load_searchr1_tasks", "normalize_answer", "parse_json_calls", "parse_xml_calls",
+    "register_envs", "run_tool", "scripted_demonstrations", "token_f1",
 ]
 
 

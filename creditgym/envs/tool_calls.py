@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from creditgym.envs.parsing import ParseError, ToolCall, parse_json_calls, parse_xml_calls
-from creditgym.envs.tool_env_config import _jsonable
 from creditgym.envs.tools import Tool, ToolArgumentError
+from creditgym.json_values import to_plain
 
 __all__ = ["ReadAction", "call_record", "read_action"]
 
@@ -85,4 +85,4 @@ def read_action(
 
 def call_record(name: str, arguments: dict[str, Any], error: str | None) -> dict[str, Any]:
     """One entry of a step's ``info["tool_calls"]`` (JSON-ready)."""
-    return {"name": name, "arguments": _jsonable(arguments), "ok": error is None, "error": error}
+    return {"name": name, "arguments": to_plain(arguments), "ok": error is None, "error": error}

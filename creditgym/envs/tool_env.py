@@ -58,6 +58,7 @@ from typing import Any, ClassVar, Literal
 import gymnasium
 
 from creditgym.config import from_dict
+from creditgym.envs.contract import EnvContract
 from creditgym.envs.parsing import has_think
 from creditgym.envs.rewards import format_component, outcome_metrics
 from creditgym.envs.task import Task
@@ -87,8 +88,8 @@ __all__ = [
 # ----------------------------------------------------------------------------- environment
 
 
-class ToolEnv(gymnasium.Env):
-    """A gymnasium environment driven by tool calls written in text (see the module docstring)."""
+class ToolEnv(EnvContract, gymnasium.Env):
+    """Tool calls written in text (see the module docstring); trainer hooks: ``EnvContract``."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
     """``ansi`` renders the transcript so far (prompt, actions, observations) as one string."""

@@ -164,14 +164,3 @@ def default_system_prompt(
         lines.append(f"- <{tool.name}>{arg or ''}</{tool.name}>: {tool.description}")
     lines.append(f"When you know the answer, write <{answer}>answer</{answer}>; that ends the episode.")
     return "\n".join(lines)
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-ready copy (tuples/sets become lists, unknown objects their ``str``)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)

@@ -51,6 +51,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from creditgym.json_values import to_plain
+
 __all__ = ["LOAD_TIMEOUT_S", "ToolResult", "ToolRunner", "describe_exception", "result_text"]
 
 LOAD_TIMEOUT_S = 60.0
@@ -72,12 +74,12 @@ class ToolResult:
 
 
 def result_text(value: Any) -> str:
-    """A tool value as text: a string as is, anything else as JSON (unknown objects by ``str``),
-    else its ``str``. Raises whatever the value's own ``__str__`` raises."""
+    """A tool value as text: a string as is, anything else as JSON (``to_plain``: numpy values as
+    numbers, dataclasses as objects, unknown objects by ``str``), else its ``str``. Raises whatever the value's own ``__str__`` raises."""
     if isinstance(value, str):
         return str.__str__(value)  # a plain copy: never calls a subclass's __str__
     try:
-        return json.dumps(value, ensure_ascii=False, default=str)
+        return json.dumps(to_plain(value), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError):
         return str(value)
 

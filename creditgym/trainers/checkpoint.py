@@ -30,6 +30,7 @@ import torch
 
 from creditgym.errors import CreditGymError
 from creditgym.files import atomic_write_text, fsync_dir
+from creditgym.json_values import to_plain
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 LATEST = "latest"
@@ -37,18 +38,6 @@ LATEST = "latest"
 
 class CheckpointError(CreditGymError, RuntimeError):
     """A checkpoint is missing, incomplete or cannot be written."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def rng_state() -> dict[str, Any]:
@@ -114,7 +103,7 @@ def save_checkpoint(directory: str | Path, step: int, *, model: torch.nn.Module,
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{int(step):06d}"
     try:
-        extra_json = json.dumps({**(extra or {}), "step": int(step)}, default=_jsonable,
+        extra_json = json.dumps(to_plain({**(extra or {}), "step": int(step)}, strict=True),
                                 indent=1)
     except TypeError as exc:
         raise CheckpointError(f"checkpoint extra is not JSON-serialisable: {exc}; store plain "

@@ -131,3 +131,26 @@ def test_rounds_refuse_unknown_or_duplicate_keys_and_alone_sends_one_prompt(back
     assert asyncio.run(main()).batch_sizes == [1, 1, 1]
     with pytest.raises(ConfigError, match="rounds"):
         GenerationBatcher(backend, mode="lockstep")  # type: ignore[arg-type]
+
+
+class DropsARow:
+    """The real backend with a bug: it loses the last completion of every call."""
+
+    def __init__(self, backend):
+        self.backend = backend
+
+    def generate(self, prompts, sampling, *, seeds=None):
+        return self.backend.generate(prompts, sampling, seeds=seeds)[:-1]
+
+
+def test_a_miscounted_backend_call_fails_every_request_in_it(backend):
+    batcher = GenerationBatcher(DropsARow(backend), max_batch=8, mode="free")
+
+    async def go():
+        return await asyncio.gather(*(batcher.generate(prompt(backend, i), SAMPLING)
+                                      for i in range(3)), return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(go(), 60))
+    assert batcher.batch_sizes == [3]
+    assert all(isinstance(r, RuntimeError) and "2 results for 3 prompts" in str(r)
+               for r in results)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import gymnasium
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
 from creditgym.agents.hf_backend import TransformersBackend
 from creditgym.agents.rollout import RolloutConfig, rollout
+from creditgym.envs import AsyncWrapper
 from creditgym.envs.search_env import SearchEnv
 from creditgym.replay import TrajectoryWriter, read_trajectories
 from creditgym.replay.verify import verify_trajectories
@@ -122,3 +126,46 @@ def test_many_concurrent_trajectories_share_generation_batches(backend, shared_e
     trajs = rollout(shared_env_factory, env.tasks[:8], backend, ChatRenderer(backend.tokenizer), cfg)
     assert len(trajs) == 64 and all(t.error is None for t in trajs)
     assert len({t.id for t in trajs}) == 64
+
+
+class Shout(gymnasium.ObservationWrapper):
+    """A plain, sync gymnasium wrapper."""
+
+    def observation(self, observation):
+        return f"SHOUT {observation}"
+
+
+class Whisper(AsyncWrapper):
+    """An async-capable wrapper; counts the steps it saw on the event loop (the async path)."""
+
+    on_loop = 0
+
+    def observation(self, observation):
+        try:
+            asyncio.get_running_loop()
+            Whisper.on_loop += 1
+        except RuntimeError:  # reset, or a sync step in a worker thread
+            pass
+        return f"WHISPER {observation}"
+
+
+@pytest.mark.parametrize("wrapper,mark", [(Shout, "SHOUT "), (Whisper, "WHISPER ")])
+def test_an_observation_wrapper_changes_what_the_policy_sees_on_every_step(
+        backend, shared_env_factory, wrapper, mark):
+    Whisper.on_loop = 0
+    renderer = ChatRenderer(backend.tokenizer)
+    trajs = rollout(lambda: wrapper(shared_env_factory()), shared_env_factory().tasks[:2],
+                    backend, renderer, config(group_size=2))
+    assert all(t.error is None for t in trajs)
+    seen = 0
+    for t in trajs:
+        assert t.prompt_messages[-1]["content"].startswith(mark)
+        assert mark in backend.tokenizer.decode(t.prompt_ids)
+        for turn in range(t.n_turns):
+            assert t.observations[turn].startswith(mark)  # also what replay shows
+            if t.observation_ids[turn]:  # appended to the context: the policy saw it
+                assert mark in backend.tokenizer.decode(t.observation_ids[turn])
+                seen += 1
+    assert seen > 0  # some episode went past its first step, or this proves nothing on steps
+    if wrapper is Whisper:  # stepped through its astep, on the loop, not in a thread
+        assert Whisper.on_loop == sum(t.n_turns for t in trajs)

@@ -8,11 +8,11 @@ of documents per query without scores).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from creditgym.aio_server import BadRequest, parse_json
 from creditgym.envs.retrieval.base import Hit
+from creditgym.json_values import json_kind  # the one value-kind wording of both servers
 
 DEFAULT_TOPK = 3
 """Search-R1's default number of passages per query."""
@@ -36,7 +36,7 @@ def parse_request(
     if has_many:
         queries = payload["queries"]
         if not isinstance(queries, list):
-            raise BadRequest(f"'queries' must be a list of strings, got {_kind(queries)}")
+            raise BadRequest(f"'queries' must be a list of strings, got {json_kind(queries)}")
         if not queries:
             raise BadRequest("'queries' is empty; send at least one query")
         if len(queries) > max_queries:
@@ -47,11 +47,11 @@ def parse_request(
             )
         for i, q in enumerate(queries):
             if not isinstance(q, str):
-                raise BadRequest(f"'queries'[{i}] must be a string, got {_kind(q)}")
+                raise BadRequest(f"'queries'[{i}] must be a string, got {json_kind(q)}")
     elif has_one:
         query = payload["query"]
         if not isinstance(query, str):
-            raise BadRequest(f"'query' must be a string, got {_kind(query)}")
+            raise BadRequest(f"'query' must be a string, got {json_kind(query)}")
         queries = [query]
     else:
         raise BadRequest(
@@ -62,24 +62,15 @@ def parse_request(
     if topk is None:
         topk = DEFAULT_TOPK
     elif isinstance(topk, bool) or not isinstance(topk, int):
-        raise BadRequest(f"'topk' must be an integer, got {_kind(topk)}")
+        raise BadRequest(f"'topk' must be an integer, got {json_kind(topk)}")
     elif not 1 <= topk <= max_topk:
         raise BadRequest(f"'topk' must be between 1 and {max_topk}, got {topk}")
     scores = payload.get("return_scores")
     if scores is None:
         scores = False
     elif not isinstance(scores, bool):
-        raise BadRequest(f"'return_scores' must be true or false, got {_kind(scores)}")
+        raise BadRequest(f"'return_scores' must be true or false, got {json_kind(scores)}")
     return queries, topk, scores
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "an integer", float: "a number", type(None): "null"}
-    text = json.dumps(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{names.get(type(value), type(value).__name__)} ({text})"
 
 
 def format_result(hits: list[list[Hit]], return_scores: bool) -> dict[str, Any]:
