@@ -228,11 +228,9 @@ def main() -> None:
             r = measure_identical_runs(work / "identical")
             rows.append(("identical runs: rollouts.jsonl records equal",
                          f"{r['identical']} of {r['records']} ({100 * r['share']:.0f}%)", "100%"))
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measurement'.ljust(width)} | result | goal")
-    print(f"{'-' * width}-|--------|-----")
-    for name, value, goal in rows:
-        print(f"{name.ljust(width)} | {value} | {goal}")
+    from reliability_policy import print_table
+
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -151,7 +151,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="the server's torch threads")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="creditgym-reliability-policy-") as tmp:
-        rows = measure(Path(tmp), args.long_tokens, args.threads)
+        print_table(measure(Path(tmp), args.long_tokens, args.threads))
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    """(measurement, result, goal) rows as a Markdown table."""
     width = max(len(r[0]) for r in rows)
     print(f"\n{'measurement'.ljust(width)} | result | goal")
     print(f"{'-' * width}-|--------|-----")
