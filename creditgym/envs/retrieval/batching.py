@@ -21,9 +21,11 @@ every caller gets its own results or its own exception (the one its queries rais
 
 from __future__ import annotations
 
+import functools
 import operator
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from creditgym.envs.retrieval.base import Hit, Retriever
@@ -50,11 +52,40 @@ def _check_k(k: int) -> int:
     return value
 
 
-def _search_checked(backend: Retriever, queries: list[str], k: int) -> list[list[Hit]]:
+def search_checked(backend: Retriever, queries: list[str], k: int) -> list[list[Hit]]:
+    """``backend.search``, refusing an answer with the wrong number of result lists."""
     hits = backend.search(queries, k)
     if len(hits) != len(queries):
         raise RuntimeError(f"backend returned {len(hits)} result lists for {len(queries)} queries")
     return hits
+
+
+def search_each(
+    search: Callable[[list[str], int], list[list[Hit]]], requests: list[list[str]], k: int
+) -> tuple[list, bool]:
+    """Each request's hits or its own exception, and whether the batch had to be split.
+
+    One ``search`` call for all requests; if it raises, each request is retried alone, so a
+    query that breaks the backend fails only the request that sent it (both batchers use this).
+    """
+    queries = [q for qs in requests for q in qs]
+    try:
+        hits = search(queries, k)
+    except Exception as exc:
+        if len(requests) == 1:
+            return [exc], False
+        outcomes: list = []
+        for qs in requests:
+            try:
+                outcomes.append(search(qs, k))
+            except Exception as one_exc:  # handed to its own request
+                outcomes.append(one_exc)
+        return outcomes, True
+    out, start = [], 0
+    for qs in requests:
+        out.append(hits[start : start + len(qs)])
+        start += len(qs)
+    return out, False
 
 
 class BatchingRetriever:
@@ -118,31 +149,22 @@ class BatchingRetriever:
 
     def _run(self, batch: list[_Call]) -> int:
         """Answer every call of ``batch``; returns the number of backend calls made."""
-        queries = [q for c in batch for q in c.queries]
+        search = functools.partial(search_checked, self.backend)
         try:
-            hits = _search_checked(self.backend, queries, batch[0].k)
-        except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error = exc
-                return 1
+            outcomes, split = search_each(search, [c.queries for c in batch], batch[0].k)
         except BaseException as exc:  # KeyboardInterrupt and the like: everyone stops
             for c in batch:
                 c.error = exc
             return 1
-        else:
-            start = 0
-            for c in batch:
-                c.hits = hits[start : start + len(c.queries)]
-                start += len(c.queries)
+        for c, outcome in zip(batch, outcomes):
+            if isinstance(outcome, Exception):
+                c.error = outcome
+            else:
+                c.hits = outcome
+        if not split:
             return 1
-        # The batch failed: find out whose queries did it by running each caller alone.
         with self._lock:
             self.split_batches += 1
-        for c in batch:
-            try:
-                c.hits = _search_checked(self.backend, c.queries, c.k)
-            except BaseException as exc:  # handed to its own caller, whatever it is
-                c.error = exc
         return 1 + len(batch)
 
     def _take_batch(self) -> list[_Call]:

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from creditgym.envs.retrieval.base import Hit, Retriever
+from creditgym.envs.retrieval.batching import search_checked, search_each
 from creditgym.envs.retrieval.query_text import normalize_queries
 
 
@@ -150,41 +151,17 @@ class Batcher:
     def _search_isolated(
         self, requests: list[list[str]], k: int
     ) -> list[list[list[Hit]] | Exception]:
-        """Each request's hits or its own exception (in a worker thread).
-
-        One backend call for all of ``requests``; if it raises, each request is retried alone,
-        so a query that breaks the backend fails only the request that sent it.
-        """
-        queries = [q for qs in requests for q in qs]
-        try:
-            hits = self._search_one(queries, k)
-        except Exception as exc:
-            if len(requests) == 1:
-                return [exc]
+        """Each request's hits or its own exception (in a worker thread; see ``search_each``)."""
+        outcomes, split = search_each(self._search_one, requests, k)
+        if split:
             with self._count_lock:
                 self.split_batches += 1
-            outcomes: list[list[list[Hit]] | Exception] = []
-            for qs in requests:
-                try:
-                    outcomes.append(self._search_one(qs, k))
-                except Exception as one_exc:
-                    outcomes.append(one_exc)
-            return outcomes
-        out: list[list[list[Hit]] | Exception] = []
-        start = 0
-        for qs in requests:
-            out.append(hits[start : start + len(qs)])
-            start += len(qs)
-        return out
+        return outcomes
 
     def _search_one(self, queries: list[str], k: int) -> list[list[Hit]]:
         with self._count_lock:  # workers > 1 count from several threads
             self.batches += 1
-        hits = self.retriever.search(queries, k)
-        if len(hits) != len(queries):
-            raise RuntimeError(
-                f"backend returned {len(hits)} result lists for {len(queries)} queries"
-            )
+        hits = search_checked(self.retriever, queries, k)
         with self._count_lock:
             self.queries += len(queries)
         return hits
