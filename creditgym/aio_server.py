@@ -35,7 +35,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -55,50 +54,14 @@ from creditgym.aio_settings import (
     settings_from_args,
 )
 from creditgym.errors import BadRequest, GenerationCancelled
+from creditgym.json_values import MAX_JSON_DEPTH, parse_json  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 ErrorResponse = Callable[[int, str, "str | None"], web.Response]
 """Builds a server's error answer from (status, message, offending parameter or None)."""
 
-MAX_JSON_DEPTH = 32
-"""Deepest JSON nesting a request body may have (real requests nest 2 or 3 levels)."""
-
 _ERROR_KEY = web.AppKey("creditgym_error_response", object)
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
-
-
-def _deeper_than(body: bytes, limit: int) -> bool:
-    """Whether ``body`` (balanced JSON) nests more than ``limit`` levels; C-speed passes only."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    brackets = _JSON_STRING.sub(b"", body).translate(_ONE_BRACKET, _NOT_BRACKETS)
-    if b"[" * (limit + 1) in brackets:
-        return True
-    for _ in range(limit):  # each pass removes the innermost pairs: one level
-        if not brackets:
-            return False
-        brackets = brackets.replace(b"[]", b"")
-    return bool(brackets)
-
-
-def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
-    """``body`` decoded as JSON, or :class:`BadRequest` (400) saying why it is not acceptable."""
-    too_deep = _deeper_than(body, max_depth)
-    deep = BadRequest(
-        f"request body nests JSON more than {max_depth} levels deep; send a flatter body"
-    )
-    try:
-        payload = json.loads(body)
-    except RecursionError:
-        raise deep from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if too_deep:
-        raise deep
-    return payload
 
 
 def json_error_middleware(

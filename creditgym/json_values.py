@@ -6,6 +6,9 @@ server's error message names the kind of value a client sent.
   ``yaml.safe_dump`` accept. Every writer of JSON or YAML in creditgym goes through it.
 - :func:`json_kind` describes a decoded JSON value for a 400 message (``a string ("x")``); both
   HTTP servers (``serve-retriever``, ``serve-policy``) use it.
+- :func:`parse_json`: a request body decoded as JSON, or a ``BadRequest`` (400) when it is not
+  JSON or nests deeper than ``MAX_JSON_DEPTH`` (checked at C speed, so a 100k-deep body cannot
+  reach the recursion limit).
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import re
 from pathlib import PurePath
 from typing import Any
 
 import numpy as np
+
+from creditgym.errors import BadRequest
 
 _KINDS = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
           int: "an integer", float: "a number", type(None): "null"}
@@ -71,4 +77,45 @@ def json_kind(value: Any) -> str:
     return f"{_KINDS.get(type(value), type(value).__name__)} ({text})"
 
 
-__all__ = ["json_kind", "to_plain"]
+
+
+MAX_JSON_DEPTH = 32
+"""Deepest JSON nesting a request body may have (real requests nest 2 or 3 levels)."""
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+
+
+def _deeper_than(body: bytes, limit: int) -> bool:
+    """Whether ``body`` (balanced JSON) nests more than ``limit`` levels; C-speed passes only."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(_ONE_BRACKET, _NOT_BRACKETS)
+    if b"[" * (limit + 1) in brackets:
+        return True
+    for _ in range(limit):  # each pass removes the innermost pairs: one level
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"[]", b"")
+    return bool(brackets)
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``body`` decoded as JSON, or :class:`BadRequest` (400) saying why it is not acceptable."""
+    too_deep = _deeper_than(body, max_depth)
+    deep = BadRequest(
+        f"request body nests JSON more than {max_depth} levels deep; send a flatter body"
+    )
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise deep from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if too_deep:
+        raise deep
+    return payload
+
+
+__all__ = ["MAX_JSON_DEPTH", "json_kind", "parse_json", "to_plain"]
