@@ -152,8 +152,8 @@ def measure_poison(workdir: Path, good: int) -> dict:
 
 # A tiny run (seconds of warm start, 3 iterations of 4 tasks x 4) so the comparison is cheap.
 TINY_TRAIN = [
-    "--set", "world.num_documents=600", "--set", "world.num_train_questions=100",
-    "--set", "world.num_test_questions=20", "--set", "env.world_backend=bm25s",
+    "--set", "env.kwargs.world.num_documents=600", "--set", "env.kwargs.world.num_train_questions=100",
+    "--set", "env.kwargs.world.num_test_questions=20", "--set", "env.kwargs.world_backend=bm25s",
     "--set", "model.tiny_vocab=800", "--set", "model.tiny_hidden=64",
     "--set", "sft.demonstrations=16", "--set", "sft.steps=2", "--set", "sft.lm_steps=2",
     "--set", "sft.batch_size=8", "--set", "threads=1", "--set", "rl.iterations=3",

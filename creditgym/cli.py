@@ -161,23 +161,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from creditgym.config import from_dict, read_yaml
-    from creditgym.trainers.config import TrainConfig, check_train_config
+    from creditgym.errors import ConfigError
+    from creditgym.trainers.config import TrainConfig, check_train_config, moved_keys_problem
     from creditgym.trainers.loop import Trainer
 
     # Everything is checked before a folder, model or index is made (errors: exit 2, no traceback).
     data: dict = read_yaml(args.config) if args.config else {}
     _deep_update(data, parse_assignments(args.set, flag="--set"))
+    moved = moved_keys_problem(data)
+    if moved:
+        raise ConfigError(f"{args.config or 'train'}: {moved}")
     config = from_dict(TrainConfig, data, where=args.config or "train")
     check_train_config(config, resume=args.resume)
     result = Trainer(config, resume=args.resume).run()
-    table = Table(title=f"held-out evaluation ({config.eval.episodes} test questions)")
-    for col in ("", "success", "EM", "F1", "searches / question", "turns"):
-        table.add_column(col, justify="right")
-    for name in ("before", "after"):
-        if (m := result[name]) is None:  # eval.before: false
-            continue
-        table.add_row(name + (" RL (after SFT)" if name == "before" else " RL"), f"{m['success']:.3f}",
-                      f"{m['em']:.3f}", f"{m['f1']:.3f}", f"{m['searches']:.2f}", f"{m['turns']:.2f}")
+    rows = [(name, m) for name in ("before", "after") if (m := result[name]) is not None]
+    # success first, then what the environment's aggregate_metrics adds (bookkeeping left out)
+    skip = {"trajectories", "errored", "generated_tokens", "truncated"}
+    keys = [k for k in rows[-1][1] if k not in skip and "/" not in k][:8]
+    keys = ["success", *[k for k in keys if k != "success"]]
+    table = Table(title=f"held-out evaluation ({config.env.id}, up to {config.eval.episodes} tasks)")
+    table.add_column("")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, m in rows:  # eval.before: false leaves out "before"
+        table.add_row(name + (" RL (after SFT)" if name == "before" else " RL"),
+                      *[f"{m.get(k, float('nan')):.3f}" for k in keys])
     Console().print(table)
     print(f"learning curves: {result['plot']}")
     return 0
@@ -258,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("train", help="train a search agent (SFT warm start, then RL with a credit estimator)")
+    p = sub.add_parser("train", help="train an agent on any environment (SFT warm start, then RL with a credit estimator)")
     p.add_argument("--config", help="YAML config (configs/default.yaml is the built-in default)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, repeatable (e.g. --set rl.iterations=5 --set credit=grpo)")

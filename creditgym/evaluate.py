@@ -1,8 +1,9 @@
 """``creditgym eval``: roll out a policy on an environment, write trajectories and a summary.
 
 Trajectories go to a JSONL file as they finish (``replay verify`` re-steps them), the run's
-metadata to ``FILE.meta.json`` and the summary (success, EM, F1, turns, searches, tokens) to
-``FILE.summary.json`` and the terminal.
+metadata to ``FILE.meta.json`` and the summary (the environment's ``aggregate_metrics`` over the
+episodes: success, reward, turns and its own metrics, plus tokens) to ``FILE.summary.json`` and
+the terminal.
 """
 
 from __future__ import annotations
@@ -10,35 +11,40 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
-
-import numpy as np
+from typing import Any, Callable, Sequence
 
 from creditgym.config import to_plain
 from creditgym.trajectory import Trajectory
 
 
-def summarize(trajs: Sequence[Trajectory]) -> dict[str, float]:
-    """Mean outcome metrics of finished trajectories (errored ones are counted, not averaged)."""
+def episode_metrics(traj: Trajectory) -> dict[str, float]:
+    """One finished episode's numbers: its outcome ``metrics`` (the numeric ones) plus
+    ``success``, ``reward`` (the return), ``turns`` and ``invalid_actions``."""
+    out = {k: float(v) for k, v in traj.metrics.items() if isinstance(v, (int, float))}
+    out.update(success=float(traj.success or 0.0), reward=traj.episode_return,
+               turns=float(traj.n_turns),
+               invalid_actions=float(traj.metrics.get("invalid_actions", 0.0)))
+    return out
+
+
+def summarize(trajs: Sequence[Trajectory],
+              aggregate: Callable[[list[dict[str, float]]], dict[str, float]] | None = None,
+              ) -> dict[str, float]:
+    """One row for ``trajs``: the environment's ``aggregate_metrics`` over the finished episodes
+    (``episode_metrics``; errored ones are counted, not averaged; default: ``ToolEnv``'s, the
+    mean of every numeric key), plus ``trajectories``, ``errored``, ``generated_tokens`` and
+    ``truncated``."""
     ok = [t for t in trajs if t.error is None]
+    if aggregate is None:
+        from creditgym.envs.tool_env import ToolEnv
 
-    def mean(values) -> float:
-        values = list(values)
-        return float(np.mean(values)) if values else 0.0
-
-    return {
-        "trajectories": float(len(trajs)),
-        "errored": float(len(trajs) - len(ok)),
-        "success": mean(float(t.success or 0.0) for t in ok),
-        "em": mean(t.metrics.get("em", 0.0) for t in ok),
-        "f1": mean(t.metrics.get("f1", 0.0) for t in ok),
-        "reward": mean(t.episode_return for t in ok),
-        "turns": mean(t.n_turns for t in ok),
-        "searches": mean(t.metrics.get("calls/search", 0.0) for t in ok),
-        "invalid_actions": mean(t.metrics.get("invalid_actions", 0.0) for t in ok),
-        "generated_tokens": mean(sum(map(len, t.action_ids)) for t in ok),
-        "truncated": mean(float(t.truncated) for t in ok),
-    }
+        aggregate = ToolEnv.aggregate_metrics
+    row = {"success": 0.0, "reward": 0.0, "turns": 0.0}  # present even when nothing finished
+    row.update(aggregate([episode_metrics(t) for t in ok]) if ok else {})
+    n = max(len(ok), 1)
+    return {"trajectories": float(len(trajs)), "errored": float(len(trajs) - len(ok)), **row,
+            "generated_tokens": sum(sum(map(len, t.action_ids)) for t in ok) / n,
+            "truncated": sum(float(t.truncated) for t in ok) / n}
 
 
 def open_backend(model: str | None, url: str | None, *, seed: int | None = None):
@@ -98,7 +104,7 @@ def run_eval(
                             progress=progress)
     finally:
         backend.close()
-    summary = summarize(trajs)
+    summary = summarize(trajs, getattr(type(probe.unwrapped), "aggregate_metrics", None))
     summary["seconds"] = time.perf_counter() - start
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

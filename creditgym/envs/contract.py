@@ -13,6 +13,11 @@ only these (never an environment's private attributes), so it can train any envi
   ``creditgym.envs.demonstration.Demonstration`` (expert episodes for a warm start), or None
   when the environment has no demonstrator (the default). ``options`` is the environment's
   own dict, passed through unread by the trainer.
+- ``corpus_texts(env_kwargs, *, demonstrator)`` (classmethod): the texts a tokenizer fitted for
+  this environment should learn (its training questions and the documents its observations quote,
+  of its own world and of the worlds its demonstrator plays in with options ``demonstrator``),
+  or None (the default): then a trainer fits a tiny model's tokenizer to the training tasks'
+  questions and the demonstrations' texts. Never the held-out tasks' texts.
 - ``make_factory(**kwargs)`` (classmethod): a zero-argument callable making one more
   environment; it may carry a ``close()`` for resources the environments share. Default:
   ``lambda: cls(**kwargs)``.
@@ -71,6 +76,12 @@ class EnvContract:
         cls, env_kwargs: dict[str, Any], *, count: int, seed: int, options: dict[str, Any],
     ) -> Iterator[Any] | None:
         """Expert episodes for a warm start, or None: this environment has no demonstrator."""
+        return None
+
+    @classmethod
+    def corpus_texts(cls, env_kwargs: dict[str, Any], *,
+                     demonstrator: dict[str, Any]) -> list[str] | None:
+        """Texts to fit a tokenizer for this environment to, or None: use the demonstrations."""
         return None
 
     @classmethod

@@ -258,6 +258,14 @@ class SearchEnv(ToolEnv):
 
         return world_demonstrations(cls, env_kwargs, count=count, seed=seed, options=options)
 
+    @classmethod
+    def corpus_texts(cls, env_kwargs: dict[str, Any], *,
+                     demonstrator: dict[str, Any]) -> list[str] | None:
+        """The documents and training questions of the world and the demonstrator's worlds."""
+        from creditgym.envs.world.expert import world_corpus_texts
+
+        return world_corpus_texts(cls, env_kwargs, demonstrator=demonstrator)
+
     # ------------------------------------------------------------------ hooks
 
     def system_prompt(self, task: Task) -> str:

@@ -3,20 +3,23 @@
 Every section is a dataclass with a docstring per field; ``creditgym.config.from_dict`` rejects
 unknown keys with the valid ones listed, and ``--set section.key=value`` overrides any field.
 :func:`check_train_config` checks the rest before a run creates anything: value ranges, the
-credit estimator and its options, the environment options, the device, and that ``run_dir``
-can be written; every problem found is listed in one ``ConfigError``.
+credit estimator and its options, the environment (its id resolves and its options are
+accepted: ``creditgym.envs.factory.resolve_env``/``check_env_kwargs``), the demonstration files,
+the device, and that ``run_dir`` can be written; every problem found is listed in one
+``ConfigError``. The trainer knows no particular environment: ``env.id`` names any registered
+gymnasium id or ``"package.module:attr"``, and what is specific to it (stop strings, metrics,
+demonstrations) comes from the environment class.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from creditgym.envs.world import WorldConfig
+from creditgym.envs.registration import DEFAULT_ENV_ID
 from creditgym.errors import ConfigError
 from creditgym.trainers.optim import OptimConfig
 from creditgym.trainers.policy_step import PolicyUpdateConfig
@@ -70,32 +73,43 @@ class RolloutBackendConfig:
 
 
 @dataclass
+class EnvConfig:
+    """Which environment to train on."""
+
+    id: str = DEFAULT_ENV_ID
+    """A registered gymnasium id (``creditgym/Calculator-v0``, a user's) or
+    ``"package.module:attr"`` (a class or factory function, imported on demand)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """The environment's options (for the built-in world, e.g. ``world``, ``world_backend``,
+    ``max_turns``, ``top_k``); checked by the environment before anything is created."""
+    wrappers: list[Any] = field(default_factory=list)
+    """Gymnasium wrappers applied to every environment, innermost first (``"module:Wrapper"``,
+    or ``{id: "module:Wrapper", kwargs: {...}}``)."""
+
+
+@dataclass
 class SFTConfig:
-    """The warm start on scripted-expert demonstrations."""
+    """The warm start: imitation of demonstrations (the environment's demonstrator, files)."""
 
     demonstrations: int = 1000
-    """Expert episodes recorded on the training split."""
-    early_answer_prob: float = 0.5
-    """Imperfection of the expert: after each non-final hop, the chance it answers too early."""
-    skip_search_prob: float = 0.0
-    """Imperfection of the expert: the chance it gives up at the first turn, answering
-    "unknown" without searching (a policy imitating it searches only part of the time)."""
-    demo_worlds: int = 0
-    """Record the demonstrations in this many other worlds (seeds ``world.seed + 1`` onwards,
-    same shape, indexed with ``demo_backend``) instead of the training world. Their names never
-    recur in the training or test questions, so a small model must learn to copy names from
-    context rather than memorise answers (0: demonstrate on the training split)."""
-    demo_backend: str = "bm25s"
-    """Retrieval backend of the demonstration worlds (bm25s indexes a small world in a second)."""
+    """Episodes recorded from the environment's demonstrator on training tasks (0: none; the
+    warm start then reads ``demonstration_files`` alone)."""
+    demonstrator: dict[str, Any] = field(default_factory=dict)
+    """Options of the environment's demonstrator, passed through unread (see the environment
+    class's ``demonstrations``; configs/default.yaml shows the built-in world's)."""
+    lm_demonstrator: dict[str, Any] | None = None
+    """Options (over ``demonstrator``'s) of the demonstrations the language-modelling phase reads,
+    e.g. a perfect expert while the action phase imitates an imperfect one. None: both phases read
+    the same demonstrations."""
+    demonstration_files: list[str] = field(default_factory=list)
+    """Trajectory JSONL files (``creditgym eval`` output, a script's) imitated as well as, or
+    instead of, the demonstrator; re-tokenised from their text, so any policy's records work."""
     lm_steps: int = 0
     """First phase: steps of language modelling on whole demonstration transcripts (every
     token a target), which teaches a small model to copy names from context much sooner."""
-    lm_perfect_expert: bool = True
-    """The language-modelling phase reads a perfect expert's transcripts (the expert's
-    imperfection would only thin out the searches and passages it learns to read); the
-    action phase then imitates the imperfect expert on ``steps * batch_size`` episodes."""
     steps: int = 150
-    """Second phase: steps on the actions only (0 with lm_steps 0: no warm start)."""
+    """Second phase: steps on the actions only (0 with lm_steps 0: no warm start). With
+    ``lm_demonstrator`` it imitates ``min(demonstrations, steps * batch_size)`` episodes."""
     batch_size: int = 32
     """Demonstrations per step."""
     lr: float = 3e-3
@@ -127,7 +141,13 @@ class EvalConfig:
     """Held-out evaluation before and after RL (and every ``every`` iterations)."""
 
     episodes: int = 128
-    """Test-split questions per evaluation."""
+    """Held-out tasks per evaluation."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options over ``env.kwargs`` that make the held-out environment (e.g. ``{split: test}``).
+    Empty: a deterministic ``heldout_fraction`` of the environment's tasks is held out instead."""
+    heldout_fraction: float = 0.2
+    """Share of the environment's tasks held out (chosen by task id, never trained on nor fitted
+    to; the run's ``heldout.json`` lists them) when ``env_kwargs`` is empty."""
     temperature: float = 1.0
     """Sampling temperature (1.0 measures the policy as it samples; 0 is greedy)."""
     every: int = 0
@@ -143,17 +163,14 @@ class TrainConfig:
     run_dir: str = "runs/default"
     """Where checkpoints, metrics, trajectories and the plot go."""
     seed: int = 0
-    """Seeds the world's task sampling, demonstrations, rollouts and torch."""
+    """Seeds task sampling, demonstrations, rollouts and torch."""
     threads: int = 1
     """torch CPU threads (1 is fastest for tiny models on small machines)."""
     system_prompt: bool = True
     """Send the environment's instructions as a system message (a tiny model trained from
     scratch does not read them; leaving them out shortens every sequence)."""
-    world: WorldConfig = field(default_factory=WorldConfig)
-    """The built-in world (tasks and corpus)."""
-    env: dict[str, Any] = field(default_factory=lambda: {
-        "world_backend": "lucene", "max_turns": 6, "top_k": 3, "max_passage_chars": 300})
-    """Extra ``SearchEnv`` options (the split is set by the trainer)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    """The environment (id, options, wrappers)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy."""
     rollout: RolloutBackendConfig = field(default_factory=RolloutBackendConfig)
@@ -181,6 +198,31 @@ class TrainConfig:
                            total_steps=max(total_steps, 1), schedule="cosine", min_lr_ratio=0.1)
 
 
+_MOVED_SFT = {"demo_worlds": "sft.demonstrator.worlds", "demo_backend": "sft.demonstrator.backend",
+              "skip_search_prob": "sft.demonstrator.skip_search_prob",
+              "early_answer_prob": "sft.demonstrator.early_answer_prob",
+              "lm_perfect_expert": "sft.lm_demonstrator: {perfect: true}"}
+
+
+def moved_keys_problem(data: dict[str, Any]) -> str | None:
+    """Where the keys of a config written before ``env:`` named any environment went, or None.
+    Checked before the strict loader, whose "unknown key" error would not say where to."""
+    moves = []
+    if "world" in data:
+        moves.append("world -> env.kwargs.world (and add eval.env_kwargs: {split: test} to "
+                     "evaluate on the world's test split as before)")
+    env = data.get("env")
+    if isinstance(env, dict):
+        moves += [f"env.{k} -> env.kwargs.{k}" for k in env if k not in ("id", "kwargs", "wrappers")]
+    sft = data.get("sft")
+    if isinstance(sft, dict):
+        moves += [f"sft.{k} -> {to}" for k, to in _MOVED_SFT.items() if k in sft]
+    if not moves:
+        return None
+    return ("this config uses keys from before `env:` could name any environment; move them "
+            "(configs/default.yaml shows the new layout):\n  - " + "\n  - ".join(moves))
+
+
 def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``cfg``; creates nothing."""
     problems: list[str] = []
@@ -206,19 +248,23 @@ def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
          f"must exceed rl.max_new_tokens={rl.max_new_tokens}")
     need(rl.lr > 0, f"rl.lr={rl.lr}: must be > 0")
     sft = cfg.sft
-    for name in ("demonstrations", "steps", "lm_steps", "demo_worlds"):
+    for name in ("demonstrations", "steps", "lm_steps"):
         need(getattr(sft, name) >= 0, f"sft.{name}={getattr(sft, name)}: must be >= 0")
     need(sft.batch_size >= 1, f"sft.batch_size={sft.batch_size}: must be >= 1")
     need(sft.lr > 0, f"sft.lr={sft.lr}: must be > 0")
-    need(sft.demonstrations >= 1 or sft.steps + sft.lm_steps <= 0,
-         "sft.demonstrations=0 with SFT steps: record at least one, or set sft.steps=0 and "
-         "sft.lm_steps=0 (no warm start)")
-    for name in ("early_answer_prob", "skip_search_prob"):
-        need(0.0 <= getattr(sft, name) <= 1.0, f"sft.{name}={getattr(sft, name)}: must be in [0, 1]")
+    need(sft.demonstrations >= 1 or bool(sft.demonstration_files) or sft.steps + sft.lm_steps <= 0,
+         "sft.demonstrations=0 and no sft.demonstration_files with SFT steps: record at least one, "
+         "give files, or set sft.steps=0 and sft.lm_steps=0 (no warm start)")
+    for path in sft.demonstration_files:
+        need(Path(path).is_file(), f"sft.demonstration_files: {path!r} is not a file (give "
+             "trajectory JSONL files, e.g. `creditgym eval` output)")
     ev = cfg.eval
     need(ev.episodes >= 1, f"eval.episodes={ev.episodes}: must be >= 1")
     need(ev.every >= 0, f"eval.every={ev.every}: must be >= 0 (0: only before and after)")
     need(ev.temperature >= 0, f"eval.temperature={ev.temperature}: must be >= 0 (0: greedy)")
+    need(0.0 < ev.heldout_fraction < 1.0 or bool(ev.env_kwargs),
+         f"eval.heldout_fraction={ev.heldout_fraction}: must be in (0, 1) (or give eval.env_kwargs "
+         "naming a held-out environment, e.g. {split: test})")
     problems += _model_problems(cfg)
     problems += _component_problems(cfg)
     problem = run_dir_problem(cfg.run_dir, resume=resume)
@@ -234,12 +280,16 @@ def _model_problems(cfg: TrainConfig) -> list[str]:
         out.append(f"model.path={m.path!r}: no Hugging Face model folder there (no config.json); "
                    "give a local model folder, or null for a tiny model")
     if m.path is None:
-        if m.tiny_layers < 1 or m.tiny_vocab < 100 or m.tiny_init_std <= 0:
-            out.append(f"model: tiny_layers={m.tiny_layers} (>= 1), tiny_vocab={m.tiny_vocab} "
-                       f"(>= 100) and tiny_init_std={m.tiny_init_std} (> 0) are out of range")
         if m.tiny_hidden < 4 or m.tiny_hidden % 4:
             out.append(f"model.tiny_hidden={m.tiny_hidden}: must be a positive multiple of 4 "
                        "(the tiny model has 4 attention heads)")
+        else:
+            from creditgym.trainers.model_setup import tiny_model_config
+
+            try:
+                tiny_model_config(cfg)
+            except ConfigError as exc:  # names TinyModelConfig's field: say which option it is
+                out.append(f"model (tiny_layers, tiny_hidden, tiny_vocab, tiny_init_std): {exc}")
     try:
         from creditgym.trainers.model_setup import training_device
 
@@ -260,26 +310,31 @@ def _model_problems(cfg: TrainConfig) -> list[str]:
 
 
 def _component_problems(cfg: TrainConfig) -> list[str]:
-    """The credit estimator and the environment options, checked by their own strict configs."""
-    from creditgym.config import from_dict
+    """The credit estimator and the environment (id and options), checked by their own code."""
     from creditgym.credit.registry import make_config
-    from creditgym.envs.search_env import SearchEnvConfig
+    from creditgym.envs.factory import check_env_kwargs, resolve_env
 
     out = []
     try:
         make_config(cfg.credit)
     except ConfigError as exc:
         out.append(str(exc))
-    world = dataclasses.asdict(cfg.world)
-    for label, options in (("env", {**cfg.env, "world": world, "split": "train"}),
-                           ("sft.demo_backend", {**cfg.env, "world": world,
-                                                 "world_backend": cfg.sft.demo_backend})):
-        if label == "sft.demo_backend" and cfg.sft.demo_worlds == 0:
-            continue
+    else:
+        from creditgym.trainers.credit_inputs import input_problems
+
+        out += input_problems(cfg.credit)
+    try:
+        resolve_env(cfg.env.id)
+    except ConfigError as exc:
+        return out + [f"env.id: {exc}"]
+    checks = [("env.kwargs", cfg.env.kwargs)]
+    if cfg.eval.env_kwargs:
+        checks.append(("eval.env_kwargs", {**cfg.env.kwargs, **cfg.eval.env_kwargs}))
+    for label, kwargs in checks:
         try:
-            from_dict(SearchEnvConfig, options, where=label)
+            check_env_kwargs(cfg.env.id, kwargs)
         except ConfigError as exc:
-            out.append(str(exc))
+            out.append(f"{label}: {exc}")
     return out
 
 

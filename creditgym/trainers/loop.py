@@ -1,5 +1,13 @@
 """``creditgym train``: SFT warm start, then rollout -> credit -> policy update, with evaluation.
 
+Any environment: ``env.id`` (a registered id or ``module:attr``) with ``env.kwargs`` and
+``env.wrappers``; the environment class supplies its stop strings (``stop_strings``), how its
+episode metrics aggregate (``aggregate_metrics``) and, optionally, a demonstrator
+(``demonstrations``). Held-out tasks come from ``eval.env_kwargs`` (e.g. a test split) or are a
+deterministic ``eval.heldout_fraction`` of the environment's tasks, chosen by task id; they are
+never trained on, demonstrated or fitted to (the run's ``heldout.json`` and a note in its
+``config.yaml`` say which).
+
 One iteration: sample training tasks, roll out ``group_size`` trajectories each with the current
 policy (the in-process backend shares the trainer's model, so weights are in sync by
 construction), turn outcomes into per-token advantages with the configured credit estimator,
@@ -23,7 +31,6 @@ the whole config is checked (``check_train_config``) before anything is created.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import random
@@ -37,10 +44,10 @@ import yaml
 
 from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
-from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig, rollout, stream_seed
+from creditgym.agents.rollout import RolloutConfig, rollout, stream_seed
 from creditgym.config import to_plain
 from creditgym.credit.registry import estimate, make_config
-from creditgym.envs.factory import SEARCH_ENV_ID, env_factory
+from creditgym.envs.factory import env_factory
 from creditgym.errors import ConfigError
 from creditgym.evaluate import summarize
 from creditgym.files import atomic_write_text, atomic_writer
@@ -48,13 +55,18 @@ from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.replay.io import RUN_SCHEMA, encode_line, meta_path, write_json_atomic
 from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from creditgym.trainers.config import TrainConfig, check_train_config
-from creditgym.trainers.demos import expert_demonstrations
+from creditgym.trainers.demos import (
+    gather_demonstrations,
+    load_demonstration_files,
+    tokenize_demonstration,
+)
+from creditgym.trainers.heldout import heldout_ids
+from creditgym.trainers.credit_inputs import credit_inputs, setup_inputs
 from creditgym.trainers.model_setup import (
-    credit_inputs,
-    demo_world_configs,
     load_policy,
     make_rollout_backend,
     starting_model_dir,
+    tokenizer_texts,
 )
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
@@ -73,7 +85,8 @@ class Trainer:
         self.log = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
-        self.env_kwargs = {**config.env, "world": dataclasses.asdict(config.world)}
+        self.train_kwargs = dict(config.env.kwargs)
+        self.test_kwargs = {**config.env.kwargs, **config.eval.env_kwargs}
         self.history: list[dict[str, Any]] = []
         self.evals: dict[str, dict[str, float]] = {}
 
@@ -85,28 +98,49 @@ class Trainer:
                 f"run_dir {self.run_dir} already holds a run (it has checkpoints/); pass --resume "
                 "to continue it, or start a new run elsewhere with --set run_dir=NEW_DIR "
                 "(nothing there was changed)")
+        env = self.cfg.env
+        # Resolves the id and the wrappers (a bad wrapper fails here, before the run folder);
+        # the first environment is built on the first call.
+        self.make_train_env = env_factory(env.id, self.train_kwargs, env.wrappers)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
-        self.make_train_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "train"})
-        self.make_test_env = env_factory(SEARCH_ENV_ID, {**self.env_kwargs, "split": "test"})
-        self.train_tasks = list(self.make_train_env().unwrapped.tasks)
-        probe_env = self.make_test_env()
-        self.test_tasks = list(probe_env.unwrapped.tasks)
-        self._test_envs = [probe_env]
-        self.model, self.tokenizer = load_policy(self.cfg, self.run_dir, probe_env, self.log)
+        probe = self.make_train_env()
+        self.env_class = type(probe.unwrapped)
+        self.stop = tuple(probe.unwrapped.stop_strings)
+        tasks = list(probe.unwrapped.tasks)
+        if self.cfg.eval.env_kwargs:
+            self.heldout: set[str] = set()
+            self.make_test_env = env_factory(env.id, self.test_kwargs, env.wrappers)
+            self._test_envs = [self.make_test_env()]
+            self.train_tasks, self.test_tasks = tasks, list(self._test_envs[0].unwrapped.tasks)
+            note = f"held out: the tasks of eval.env_kwargs={self.cfg.eval.env_kwargs}"
+        else:
+            self.heldout = heldout_ids([t.id for t in tasks], self.cfg.eval.heldout_fraction,
+                                       where=f"env.id={env.id}")
+            self.make_test_env, self._test_envs = self.make_train_env, []
+            self.train_tasks = [t for t in tasks if t.id not in self.heldout]
+            self.test_tasks = [t for t in tasks if t.id in self.heldout]
+            note = (f"held out: {len(self.heldout)} of {len(tasks)} tasks "
+                    f"(eval.heldout_fraction={self.cfg.eval.heldout_fraction}, by task id; "
+                    "listed in heldout.json)")
+        atomic_write_text(self.run_dir / "config.yaml", f"# {note}\n"
+                          + yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
+        atomic_write_text(self.run_dir / "heldout.json", json.dumps(
+            {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
+        self._demos: tuple[list, list] | None = None
+        self.model, self.tokenizer = load_policy(
+            self.cfg, self.run_dir,
+            lambda: self._tokenizer_texts(probe),
+            self.log)
+        self._train_envs = [probe]
         self.pad_id = self.tokenizer.pad_token_id
         self.renderer = ChatRenderer(self.tokenizer)
         self._backend = None
         self.ref_model = None
-        self._sources = None
         iters = self.cfg.rl.iterations * self.cfg.policy.ppo_epochs * self.cfg.policy.mini_batches
         self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
         self.credit = make_config(self.cfg.credit)
-        self.prm = None
-        if type(self.credit).__name__ == "OPRLConfig":
-            self.prm = copy.deepcopy(self.model)
-            self.prm_optimizer, self.prm_scheduler = make_optimizer(
-                self.prm, self.cfg.optim(self.cfg.prm_lr, self.cfg.rl.iterations))
+        self.prm = None  # an input provider's setup may make one (OPRL's implicit PRM)
+        setup_inputs(self, self.credit)
 
     @property
     def backend(self):
@@ -135,24 +169,47 @@ class Trainer:
     def _test_env(self):
         return self._test_envs.pop() if self._test_envs else self.make_test_env()
 
+    def _train_env(self):
+        return self._train_envs.pop() if self._train_envs else self.make_train_env()
+
     # ------------------------------------------------------------------ phases
+
+    def _tokenizer_texts(self, probe) -> list[str]:
+        """A tiny tokenizer's texts: the environment's corpus and the demonstration files when it
+        offers a corpus, else the training questions and every demonstration."""
+        sft = self.cfg.sft
+        corpus = self.env_class.corpus_texts(self.train_kwargs, demonstrator=dict(sft.demonstrator))
+        if corpus is None:
+            demos = [d for phase in self._text_demos() for d in phase]
+        else:
+            demos = load_demonstration_files(sft.demonstration_files,
+                                             keep=lambda task_id: task_id not in self.heldout)
+        return tokenizer_texts(probe, self.train_tasks, demos, corpus=corpus)
+
+    def _text_demos(self) -> tuple[list, list]:
+        """(language-modelling, action) demonstrations as text records, gathered once."""
+        if self._demos is None:
+            self._demos = gather_demonstrations(
+                self.env_class, self.train_kwargs, self.cfg.sft, heldout=self.heldout,
+                heldout_fraction=self.cfg.eval.heldout_fraction, seed=self.cfg.seed,
+                system_prompt=self.cfg.system_prompt, progress=self.progress, log=self.log,
+                where=f"env.id={self.cfg.env.id}")
+        return self._demos
 
     def warm_start(self) -> dict[str, float]:
         sft = self.cfg.sft
         if sft.steps + sft.lm_steps <= 0:
             return {}
-        # Language modelling (reading and copying) reads a perfect expert when lm_perfect_expert;
-        # the imperfect habits RL must unlearn come only with the action-phase demonstrations.
-        split = sft.lm_perfect_expert and sft.lm_steps > 0 and sft.steps > 0
-        lm_demos = self._demonstrations(sft.demonstrations, imperfect=not split)
-        act_demos = (self._demonstrations(min(sft.demonstrations, sft.steps * sft.batch_size),
-                                          imperfect=True, first_seed=len(lm_demos))
-                     if split else lm_demos)
+        text_lm, text_act = self._text_demos()
+        tokenized = {id(t): tokenize_demonstration(t, self.renderer)
+                     for t in {id(t): t for t in text_lm + text_act}.values()}
+        lm_demos = [tokenized[id(t)] for t in text_lm]
+        act_demos = [tokenized[id(t)] for t in text_act]
         # Kept with the run, so what the warm start imitated can be replayed and inspected.
         path = self.run_dir / "demonstrations.jsonl"
         path.unlink(missing_ok=True)  # a warm start is redone whole; never append to a half one
-        with TrajectoryWriter(path, run_metadata(phase="sft", lm_perfect_expert=split)) as writer:
-            for demo in lm_demos + (act_demos if split else []):
+        with TrajectoryWriter(path, run_metadata(phase="sft", lm_demonstrator=sft.lm_demonstrator)) as writer:
+            for demo in tokenized.values():
                 writer.write(demo)
         total = sft.lm_steps + sft.steps
         optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, total))
@@ -175,36 +232,9 @@ class Trainer:
         # credit estimators) can start from the same warm start with model.path.
         self.model.save_pretrained(self.run_dir / "sft-model")
         self.tokenizer.save_pretrained(self.run_dir / "sft-model")
+        self._demos = None  # the text records are not needed again
         return {"sft_loss": metrics.get("loss", float("nan")),
                 "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}
-
-    def _demo_sources(self) -> list:
-        """(environment, tasks) per demonstration world, or the training split's; built once."""
-        if self._sources is None:
-            worlds = demo_world_configs(self.cfg)
-            kwargs = {**self.cfg.env, "world_backend": self.cfg.sft.demo_backend, "split": "train"}
-            envs = [env_factory(SEARCH_ENV_ID, {**kwargs, "world": dataclasses.asdict(w)})()
-                    for w in worlds]
-            self._sources = ([(env, list(env.unwrapped.tasks)) for env in envs]
-                             or [(self.make_train_env(), self.train_tasks)])
-        return self._sources
-
-    def _demonstrations(self, total: int, *, imperfect: bool, first_seed: int = 0) -> list:
-        """``total`` expert episodes on the training split, or spread over ``sft.demo_worlds``
-        worlds; with the configured imperfection or, ``imperfect=False``, without it."""
-        sft = self.cfg.sft
-        sources = self._demo_sources()
-        demos = []
-        for k, (env, tasks) in enumerate(sources):
-            count = total // len(sources) + (k < total % len(sources))
-            demos += expert_demonstrations(
-                lambda env=env: env, tasks, self.renderer, count=count,
-                seed=self.cfg.seed + first_seed + k, progress=self.progress,
-                early_answer_prob=sft.early_answer_prob if imperfect else 0.0,
-                skip_search_prob=sft.skip_search_prob if imperfect else 0.0,
-                system_prompt=self.cfg.system_prompt,
-                id_prefix=f"demo/{'act' if imperfect else 'lm'}{first_seed}/{k}/")
-        return demos
 
     def evaluate(self, name: str, updates: int) -> dict[str, float]:
         """Roll out the test split; ``eval-NAME.jsonl`` is written whole, its records marked with
@@ -215,10 +245,10 @@ class Trainer:
                                batching=self.cfg.rollout.batching,
                                sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
                                                        temperature=ev.temperature,
-                                                       stop=SEARCH_R1_STOPS, seed=self.cfg.seed))
+                                                       stop=self.stop, seed=self.cfg.seed))
         trajs = rollout(self._test_env, self.test_tasks[: ev.episodes], self.backend,
-                        self.renderer, config, seed=self.cfg.seed, env_id=SEARCH_ENV_ID,
-                        env_kwargs={**self.env_kwargs, "split": "test"})
+                        self.renderer, config, seed=self.cfg.seed, env_id=self.cfg.env.id,
+                        env_kwargs=self.test_kwargs)
         for t in trajs:
             t.iteration = updates
         path = self.run_dir / f"eval-{name}.jsonl"
@@ -226,10 +256,9 @@ class Trainer:
             f.writelines(encode_line(t) for t in trajs)
         write_json_atomic(meta_path(path), {"schema": RUN_SCHEMA, "run": run_metadata(phase=name),
                                             "resumed": []})
-        summary = summarize(trajs)
+        summary = summarize(trajs, self.env_class.aggregate_metrics)
         self.evals[name] = summary
-        self.log(f"eval {name}: success {summary['success']:.3f}, EM {summary['em']:.3f}, "
-                 f"searches {summary['searches']:.2f}")
+        self.log(f"eval {name}: {_brief(summary)}")
         return summary
 
     def iteration(self, it: int, writer: TrajectoryWriter) -> dict[str, Any]:
@@ -241,17 +270,17 @@ class Trainer:
             group_size=rl.group_size, max_context_tokens=rl.max_context_tokens,
             system_prompt=self.cfg.system_prompt, batching=self.cfg.rollout.batching,
             sampling=SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
-                                    stop=SEARCH_R1_STOPS,
+                                    stop=self.stop,
                                     seed=stream_seed(self.cfg.seed, "train", it)))
-        trajs = rollout(self.make_train_env, tasks, self.backend, self.renderer, config,
-                        seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/", env_id=SEARCH_ENV_ID,
-                        env_kwargs={**self.env_kwargs, "split": "train"})
+        trajs = rollout(self._train_env, tasks, self.backend, self.renderer, config,
+                        seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/", env_id=self.cfg.env.id,
+                        env_kwargs=self.train_kwargs)
         t_rollout = time.perf_counter() - t0
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
         groups: dict[str, list] = {}
         for t in ok:
             groups.setdefault(t.group, []).append(t)
-        inputs, prm_metrics = credit_inputs(self, ok)
+        inputs, prm_metrics = credit_inputs(self, self.credit, ok)
         result = estimate(list(groups.values()), self.credit, inputs)
         result.assign()
         t1 = time.perf_counter()
@@ -264,13 +293,12 @@ class Trainer:
         for t in trajs:
             t.iteration = it
         writer.write_many(trajs)
-        summary = summarize(trajs)
+        summary = summarize(trajs, self.env_class.aggregate_metrics)
         row = {"iteration": it, **{f"rollout/{k}": v for k, v in summary.items()},
                **{f"credit/{k}": v for k, v in result.diagnostics.items()},
                **{f"update/{k}": v for k, v in update.items()}, **prm_metrics,
                "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1}
-        self.log(f"iteration {it}: success {summary['success']:.3f}, searches "
-                 f"{summary['searches']:.2f}, loss {update['loss']:.4f}, "
+        self.log(f"iteration {it}: {_brief(summary)}, loss {update['loss']:.4f}, "
                  f"|A| {result.diagnostics.get('mean_abs_adv_token', 0):.3f}, "
                  f"{time.perf_counter() - t0:.1f}s")
         return row
@@ -355,6 +383,13 @@ class Trainer:
             if match and int(match.group(1)) > start:
                 eval_path.unlink()
                 meta_path(eval_path).unlink(missing_ok=True)
+
+
+def _brief(summary: dict[str, float]) -> str:
+    """A log line's worth of a summary: success first, then the environment's own metrics."""
+    skip = {"trajectories", "errored", "generated_tokens", "truncated", "success"}
+    rest = [k for k in summary if k not in skip and "/" not in k][:5]
+    return ", ".join(f"{k} {summary[k]:.3f}" for k in ["success", *rest])
 
 
 def _record_iteration(line: bytes) -> int | None:

@@ -1,10 +1,11 @@
 """Loading the policy for a run, and the model-derived inputs some credit estimators need.
 
 ``load_policy`` opens ``model.path`` or, by default, builds a tiny model whose tokenizer is trained
-on the built-in world's corpus, questions and the environment's instructions (so every name and
-tag the agent reads or writes is a short token sequence). ``credit_inputs`` supplies IGPO's probe
-log-probs (teacher-forced gold answers under the current policy, batched through the backend's
-``score``) and OPRL's per-turn PRM log-ratios (after one DPO step of the implicit PRM).
+on the environment's training-task texts, its instructions and the warm start's demonstrations
+(``tokenizer_texts``: so every name and tag the agent reads or writes is a short token sequence).
+``make_rollout_backend`` opens the registered backend ``rollout.backend`` over the policy;
+``credit_inputs`` forwards to ``creditgym.trainers.credit_inputs``, which provides each
+estimator's declared inputs by name.
 """
 
 from __future__ import annotations
@@ -12,53 +13,51 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from creditgym.trajectory import Trajectory
 
 
-def demo_world_configs(cfg: Any) -> list[Any]:
-    """The worlds the warm-start demonstrations come from (``sft.demo_worlds`` of them, seeds
-    after the training world's), or none: then the training split itself is demonstrated."""
-    import dataclasses
+def tokenizer_texts(env: Any, train_tasks: Sequence[Any], demos: Sequence[Trajectory], *,
+                    corpus: Sequence[str] | None = None) -> list[str]:
+    """Texts a tiny model's tokenizer learns: the environment's ``corpus`` (its
+    ``corpus_texts``) or else the training tasks' questions, the agent's instructions (weighted,
+    so every tag and instruction word is a short token sequence) and the ``demos``' prompts,
+    actions and observations. Held-out tasks stay out: nothing is fitted to them."""
+    from creditgym.trainers.demos import demonstration_texts
 
-    return [dataclasses.replace(cfg.world, seed=cfg.world.seed + 1 + k)
-            for k in range(cfg.sft.demo_worlds)]
-
-
-def world_texts(env: Any, world_configs: Sequence[Any]) -> list[str]:
-    """Texts the tiny tokenizer learns: the worlds' documents and training questions, and the
-    agent's instructions (test questions stay out: nothing is fitted to the held-out split)."""
-    from creditgym.envs.world import World
-
-    texts: list[str] = []
-    for config in world_configs:
-        world = World.generate(config)
-        texts += [doc["contents"] for doc in world.iter_documents()]
-        texts += [t.question for t in world.questions("train")]
-    _, info = env.reset(seed=0)
-    return texts + [info["system_prompt"]] * 20
+    texts = list(corpus) if corpus is not None else [t.question for t in train_tasks]
+    if train_tasks:
+        obs, info = env.reset(seed=0, options={"task": train_tasks[0]})
+        texts += [str(info.get("system_prompt") or obs)] * 20
+    return texts + demonstration_texts(demos)
 
 
-def load_policy(cfg: Any, run_dir: Path, env: Any, log: Callable[[str], None]):
+def load_policy(cfg: Any, run_dir: Path, texts: Callable[[], list[str]], log: Callable[[str], None]):
+    """``model.path``, or a tiny model built in ``run_dir/base-model`` (kept for resuming) with a
+    tokenizer trained on ``texts()`` (called only when the model is built)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = cfg.model.path
     if path is None:
-        from creditgym.agents.tiny import TinyModelConfig, build_tiny_model
+        from creditgym.agents.tiny import build_tiny_model
 
         path = run_dir / "base-model"
         if not (path / "config.json").exists():
-            m = cfg.model
-            tiny = TinyModelConfig(
-                vocab_size=m.tiny_vocab, hidden_size=m.tiny_hidden, num_layers=m.tiny_layers,
-                intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed,
-                initializer_range=m.tiny_init_std)
-            texts = world_texts(env, [cfg.world, *demo_world_configs(cfg)])
-            build_tiny_model(path, texts, tiny, overwrite=True)
+            build_tiny_model(path, texts(), tiny_model_config(cfg), overwrite=True)
             log(f"built a tiny model in {path}")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path)).to(training_device(cfg.model.device))
     return model, tokenizer
+
+
+def tiny_model_config(cfg: Any):
+    """The tiny model ``model.path: null`` builds (raises ConfigError for sizes out of range)."""
+    from creditgym.agents.tiny import TinyModelConfig
+
+    m = cfg.model
+    return TinyModelConfig(
+        vocab_size=m.tiny_vocab, hidden_size=m.tiny_hidden, num_layers=m.tiny_layers,
+        intermediate_size=3 * m.tiny_hidden, num_heads=4, num_kv_heads=4, seed=cfg.seed,
+        initializer_range=m.tiny_init_std)
 
 
 def starting_model_dir(cfg: Any, run_dir: Path) -> Path:

@@ -40,7 +40,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[1].plot(its, [r.get("update/entropy", 0) for r in rows], label="entropy")
     axes[1].set(title="update", xlabel="iteration")
     axes[1].legend()
-    axes[2].plot(its, [r.get("rollout/searches", 0) for r in rows], label="searches / episode")
+    axes[2].plot(its, [r.get("rollout/turns", 0) for r in rows], label="turns / episode")
     axes[2].plot(its, [r.get("credit/mean_abs_adv_token", 0) for r in rows], label="mean |A| per token")
     axes[2].plot(its, [r.get("credit/zero_adv_group_share", 0) for r in rows], label="zero-advantage groups")
     axes[2].set(title="behaviour and credit", xlabel="iteration")

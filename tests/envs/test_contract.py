@@ -174,6 +174,26 @@ def test_search_demonstrations_in_other_worlds(search_env):
                                  options={"early_anwser_prob": 0.5})
 
 
+def test_search_corpus_is_the_documents_and_training_questions_of_every_world(search_env):
+    from creditgym.envs.search_env import search_config
+    from creditgym.envs.world import World
+
+    corpus = SearchEnv.corpus_texts(SEARCH_KWARGS, demonstrator={"worlds": 2})
+    world = World.generate(search_config(None, SEARCH_KWARGS).world)
+    documents = [d["contents"] for d in world.iter_documents()]
+    assert corpus[: len(documents)] == documents
+    assert {t.question for t in world.questions("train")} <= set(corpus)
+    # never the held-out questions; and two more worlds (their own names) follow
+    assert not {t.question for t in world.questions("test")} & set(corpus)
+    assert len(corpus) > 3 * len(documents)
+    assert SearchEnv.corpus_texts(SEARCH_KWARGS, demonstrator={})[-1] != corpus[-1]
+    assert SearchEnv.corpus_texts({**SEARCH_KWARGS, "tasks_path": "x.jsonl"},
+                                  demonstrator={}) is None
+    assert CalculatorEnv.corpus_texts({}, demonstrator={}) is None  # the default: no corpus
+    with pytest.raises(ConfigError, match="wrlds"):
+        SearchEnv.corpus_texts(SEARCH_KWARGS, demonstrator={"wrlds": 1})
+
+
 def test_make_factory_base_and_shared_search(search_env):
     make = KeyDoorEnv.make_factory(num_tasks=4)
     first, second = make(), make()

@@ -120,3 +120,35 @@ def test_anchors_are_states_and_recur_across_a_group():
     assert detour[3] == direct[0]  # an invalid action changes nothing
     assert detour[3:] == direct  # the same states, in the same order, as the direct member
     assert "vault" in direct[-1] and all(a.startswith("You are in room") for a in direct)
+
+
+def test_compass_points_at_the_key_then_the_door_then_the_vault():
+    from creditgym.envs.examples.keydoor import describe
+
+    layout = load_layout(make_tasks(1, seed=3)[0].metadata)
+    (kx, ky), (dx, dy), (vx, vy) = layout["key"], layout["door"], layout["vault"]
+
+    def bearing(here, there):
+        legs = ([f"{abs(there[0] - here[0])} {'east' if there[0] > here[0] else 'west'}"]
+                if there[0] != here[0] else [])
+        legs += ([f"{abs(there[1] - here[1])} {'south' if there[1] > here[1] else 'north'}"]
+                 if there[1] != here[1] else [])
+        return " and ".join(legs)
+
+    start = tuple(layout["start"])
+    assert describe(layout, (start, False, False), compass=True).endswith(
+        f"The key is {bearing(start, (kx, ky))}.")
+    assert describe(layout, ((kx, ky), False, False), compass=True).endswith("The key is here.")
+    assert describe(layout, ((kx, ky), True, False), compass=True).endswith(
+        f"The door is {bearing((kx, ky), (dx, dy))}.")
+    assert describe(layout, ((dx, dy), True, True), compass=True).endswith(
+        f"The vault is {bearing((dx, dy), (vx, vy))}.")
+    assert "The key" not in describe(layout, (start, False, False))  # off by default
+
+    env = KeyDoorEnv(num_tasks=3, seed=3, compass=True)
+    obs, info = env.reset(seed=0, options={"task": env.tasks[0]})
+    assert obs.endswith(f"The key is {bearing(start, (kx, ky))}.") and info["anchor"] in obs
+    # the expert still solves every task with the compass on
+    demos = KeyDoorEnv.demonstrations({"num_tasks": 3, "seed": 3, "compass": True}, count=3,
+                                      seed=0, options={})
+    assert all(play(d)[1][-1] == 1.0 for d in demos)

@@ -37,8 +37,8 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
         calls.append([(t, np.asarray(t.advantages, dtype=np.float64)) for t in trajectories])
         return real_update(model, optimizer, scheduler, trajectories, *args, **kwargs)
 
-    def inputs_spy(trainer, trajs):
-        out = real_inputs(trainer, trajs)
+    def inputs_spy(*args):
+        out = real_inputs(*args)
         inputs.append(out[0])
         return out
 

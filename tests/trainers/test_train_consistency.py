@@ -99,10 +99,10 @@ def test_bad_values_are_all_reported_before_anything_is_made(tmp_path, capsys):
     run = tmp_path / "run"
     err = _fails_cleanly(capsys, run, "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                          "--set", "rl.iterations=-5", "--set", "credit=nosuch",
-                         "--set", "env.top_kk=3")
+                         "--set", "env.kwargs.top_kk=3")
     assert "rl.iterations=-5: must be >= 1" in err
     assert "unknown estimator 'nosuch'" in err and "gigpo" in err
-    assert "top_kk" in err and "top_k" in err  # env options are checked by SearchEnvConfig
+    assert "top_kk" in err and "top_k" in err  # env options are checked by the environment
     err = _fails_cleanly(capsys, run, "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                          "--set", "credit=nosuch")
     assert "unknown estimator 'nosuch'" in err

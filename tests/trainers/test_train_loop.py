@@ -20,8 +20,8 @@ from creditgym.replay import read_trajectories
 from creditgym.replay.verify import verify_trajectories
 
 SMALL = [
-    "--set", "world.num_documents=600", "--set", "world.num_train_questions=100",
-    "--set", "world.num_test_questions=20", "--set", "env.world_backend=bm25s",
+    "--set", "env.kwargs.world.num_documents=600", "--set", "env.kwargs.world.num_train_questions=100",
+    "--set", "env.kwargs.world.num_test_questions=20", "--set", "env.kwargs.world_backend=bm25s",
     "--set", "model.tiny_vocab=800", "--set", "model.tiny_hidden=64",
     "--set", "sft.demonstrations=16", "--set", "sft.steps=2", "--set", "sft.lm_steps=2",
     "--set", "sft.batch_size=8", "--set", "threads=1",
@@ -134,8 +134,8 @@ def test_every_estimator_trains_through_the_loop(tmp_path, credit):
 def test_demonstration_worlds_imperfect_expert_and_kl_reference(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
-                 "--set", "rl.iterations=1", *SMALL, "--set", "sft.demo_worlds=2",
-                 "--set", "sft.skip_search_prob=0.5", "--set", "policy.kl_coef=0.1"]) == 0
+                 "--set", "rl.iterations=1", *SMALL, "--set", "sft.demonstrator.worlds=2",
+                 "--set", "sft.demonstrator.skip_search_prob=0.5", "--set", "policy.kl_coef=0.1"]) == 0
     demos = read_trajectories(run / "demonstrations.jsonl")
     lm = [t for t in demos if t.id.startswith("demo/lm")]
     act = [t for t in demos if t.id.startswith("demo/act")]

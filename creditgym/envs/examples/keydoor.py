@@ -8,8 +8,10 @@ holds a note with the password. The task text shows the map; the agent acts with
 Layouts are kept only when the shortest solution takes 10 to 30 actions.
 
 Observations describe the current state only (the room, what lies there, the open ways, what the
-agent carries, the door), and the GiGPO anchor is exactly that state, so states recur across the
-members of a group (and within an episode, after a detour). ``KeyDoorEnv.demonstrations`` is a
+agent carries, the door; with ``compass=True`` also how far east/west and north/south the next
+goal lies: a small policy can then act on what it reads instead of planning on the map), and
+the GiGPO anchor is exactly that state, so states recur across the members of a group (and
+within an episode, after a detour). ``KeyDoorEnv.demonstrations`` is a
 breadth-first-search expert that solves every task (``options={"mistake_prob": p}`` makes it take
 a random step with probability ``p`` per move, then plan again). Tools mutate the episode's
 state, so ``tool_executor`` must stay ``"thread"`` and ``max_calls_per_turn`` 1.
@@ -70,8 +72,10 @@ def step_state(layout: dict[str, Any], state: State, tool: str, arg: str) -> tup
     return (pos, has_key, True), "You unlock the door with the key."
 
 
-def describe(layout: dict[str, Any], state: State) -> str:
-    """What the agent sees: the state, and nothing of the history."""
+def describe(layout: dict[str, Any], state: State, *, compass: bool = False) -> str:
+    """What the agent sees: the state, and nothing of the history (with ``compass``, also where
+    the next goal lies: the key until it is held, then the door until it is open, then the
+    vault)."""
     (x, y), has_key, door_open = state
     parts = [f"You are in room ({x}, {y})."]
     if (x, y) == layout["vault"]:
@@ -82,7 +86,17 @@ def describe(layout: dict[str, Any], state: State) -> str:
     parts.append(f"Ways: {', '.join(ways)}.")
     parts.append("You carry the key." if has_key else "You carry nothing.")
     parts.append(f"The door is {'open' if door_open else 'locked'}.")
+    if compass:
+        name = "key" if not has_key else "door" if not door_open else "vault"
+        parts.append(_bearing(name, (x, y), layout[name]))
     return " ".join(parts)
+
+
+def _bearing(name: str, here: tuple[int, int], there: tuple[int, int]) -> str:
+    dx, dy = there[0] - here[0], there[1] - here[1]
+    legs = [f"{abs(dx)} {'east' if dx > 0 else 'west'}"] if dx else []
+    legs += [f"{abs(dy)} {'south' if dy > 0 else 'north'}"] if dy else []
+    return f"The {name} is here." if not legs else f"The {name} is {' and '.join(legs)}."
 
 
 def solve(layout: dict[str, Any], state: State) -> list[tuple[str, str]] | None:
@@ -153,7 +167,8 @@ class KeyDoorEnv(ToolEnv):
     """The key-and-door world (see the module docstring)."""
 
     def __init__(self, config: dict | None = None, *, num_tasks: int = 200, seed: int = 0,
-                 width: int = 7, height: int = 5, syntax: Literal["xml", "json"] | None = None,
+                 width: int = 7, height: int = 5, compass: bool = False,
+                 syntax: Literal["xml", "json"] | None = None,
                  render_mode: str | None = None) -> None:
         if width < 5 or height < 1:
             raise ConfigError(f"KeyDoorEnv needs width >= 5 and height >= 1, got {width}x{height}")
@@ -162,6 +177,7 @@ class KeyDoorEnv(ToolEnv):
             raise ConfigError("KeyDoorEnv: max_calls_per_turn must be 1 (moves happen in order)")
         self._layout: dict[str, Any] = {}
         self._state: State = ((0, 0), False, False)
+        self._compass = bool(compass)
 
         def move(direction: Literal["north", "south", "east", "west"]) -> str:
             """Walk to the neighbouring room in this direction.
@@ -184,16 +200,19 @@ class KeyDoorEnv(ToolEnv):
 
     def _act(self, tool: str, arg: str) -> str:
         self._state, message = step_state(self._layout, self._state, tool, arg)
-        return f"{message} {describe(self._layout, self._state)}"
+        return f"{message} {self._describe()}"
 
     def prompt(self, task: Task) -> str:
         # Called once per reset with the episode's task: the state starts here.
         self._layout = load_layout(task.metadata)
         self._state = (self._layout["start"], False, False)
-        return f"{task.question}\n{describe(self._layout, self._state)}"
+        return f"{task.question}\n{self._describe()}"
+
+    def _describe(self) -> str:
+        return describe(self._layout, self._state, compass=self._compass)
 
     def anchor(self, task: Task, observation: str) -> str:
-        return describe(self._layout, self._state)
+        return self._describe()
 
     def reward(self, task: Task, answer: str | None) -> dict[str, float]:
         metrics = super().reward(task, answer)

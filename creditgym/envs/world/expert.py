@@ -61,13 +61,8 @@ learn to copy names rather than memorise answers; 0: the environment's own tasks
 deliberate imperfections (see ``expert_action``), and ``perfect`` (ignore them)."""
 
 
-def world_demonstrations(env_cls, env_kwargs: dict, *, count: int, seed: int, options: dict):
-    """``count`` expert episodes, spread evenly over the demonstration worlds (source ``k``
-    shuffles its tasks and draws its imperfections with ``random.Random(seed + k)``); None when
-    the environment's tasks come from a Search-R1 file (no chain to follow)."""
-    import dataclasses
-
-    from creditgym.envs.demonstration import scripted_demonstrations
+def _demonstrator_setup(env_cls, env_kwargs: dict, options: dict):
+    """(the environment's ``SearchEnvConfig``, the demonstrator's options with defaults)."""
     from creditgym.envs.retrieval.base import Retriever
     from creditgym.envs.search_env import search_config
     from creditgym.errors import ConfigError
@@ -76,12 +71,48 @@ def world_demonstrations(env_cls, env_kwargs: dict, *, count: int, seed: int, op
     if unknown:
         raise ConfigError(f"unknown demonstrator option(s) {', '.join(map(repr, unknown))} of "
                           f"{env_cls.__name__}; valid options are: {', '.join(DEMO_OPTIONS)}")
-    opts = {**DEMO_OPTIONS, **options}
-    kwargs = dict(env_kwargs)
-    options_only = {k: v for k, v in kwargs.items() if k not in ("config", "tasks", "render_mode")}
+    options_only = {k: v for k, v in env_kwargs.items()
+                    if k not in ("config", "tasks", "render_mode")}
     if isinstance(options_only.get("retriever"), Retriever):
         options_only.pop("retriever")  # open already: nothing to read the config from
-    config = search_config(kwargs.get("config"), options_only)
+    return search_config(env_kwargs.get("config"), options_only), {**DEMO_OPTIONS, **options}
+
+
+def _demo_worlds(config, opts: dict) -> list:
+    """The world configs of the demonstration worlds (seeds after the environment's)."""
+    import dataclasses
+
+    return [dataclasses.replace(config.world, seed=config.world.seed + 1 + k)
+            for k in range(int(opts["worlds"]))]
+
+
+def world_corpus_texts(env_cls, env_kwargs: dict, *, demonstrator: dict) -> list[str] | None:
+    """Every document and training question of the environment's world and of the
+    demonstrator's worlds (a tokenizer fitted to them has seen every name the agent must copy,
+    in every context); None over a Search-R1 task file (no world)."""
+    from creditgym.envs.world import World
+
+    config, opts = _demonstrator_setup(env_cls, env_kwargs, demonstrator)
+    if config.tasks_path is not None:
+        return None
+    texts: list[str] = []
+    for world_config in [config.world, *_demo_worlds(config, opts)]:
+        world = World.generate(world_config)
+        texts += [doc["contents"] for doc in world.iter_documents()]
+        texts += [t.question for t in world.questions("train")]
+    return texts
+
+
+def world_demonstrations(env_cls, env_kwargs: dict, *, count: int, seed: int, options: dict):
+    """``count`` expert episodes, spread evenly over the demonstration worlds (source ``k``
+    shuffles its tasks and draws its imperfections with ``random.Random(seed + k)``); None when
+    the environment's tasks come from a Search-R1 file (no chain to follow)."""
+    import dataclasses
+
+    from creditgym.envs.demonstration import scripted_demonstrations
+
+    config, opts = _demonstrator_setup(env_cls, env_kwargs, options)
+    kwargs = dict(env_kwargs)
     if config.tasks_path is not None and not opts["worlds"]:
         return None
     early = 0.0 if opts["perfect"] else float(opts["early_answer_prob"])
@@ -96,8 +127,7 @@ def world_demonstrations(env_cls, env_kwargs: dict, *, count: int, seed: int, op
         if not opts["worlds"]:
             yield env_cls(**kwargs)
             return
-        for k in range(int(opts["worlds"])):
-            world = dataclasses.replace(config.world, seed=config.world.seed + 1 + k)
+        for world in _demo_worlds(config, opts):
             yield env_cls(config=dataclasses.replace(
                 config, world=world, world_backend=opts["backend"], split="train",
                 retriever=None, tasks_path=None))
