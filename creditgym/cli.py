@@ -288,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     from creditgym.replay.cli import add_replay_arguments
 
     add_replay_arguments(sub)
+
+    from creditgym.bench.cli import add_bench_arguments
+
+    add_bench_arguments(sub)
     return parser
 
 

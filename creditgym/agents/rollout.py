@@ -19,6 +19,10 @@ batched or how fast environments answered. Callers fold further keys (a training
 batch composition, ``config.batching`` (see ``creditgym.agents.generation_batcher``): ``rounds``
 (lockstep, batched) or ``alone`` (one prompt per call), not ``free``.
 
+Continuations: ``rollout_one(..., prefix=record, prefix_turns=t)`` starts from the state before
+turn ``t`` of a recorded episode (its recorded actions re-stepped, its recorded ids kept) and
+samples from there: what Monte-Carlo turn values (``creditgym.bench.mc_values``) are made of.
+
 Admission: at most ``max_concurrency`` trajectories are in flight; they are admitted in
 task-then-member order, the next one at the moment (same event-loop step) one ends, so under
 ``rounds`` which round a trajectory starts in does not depend on timing either.
@@ -92,6 +96,43 @@ def stream_seed(*keys: int | str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
 
 
+async def replay_prefix(
+    env: gymnasium.Env, prefix: Trajectory, turns: int, traj: Trajectory, messages: list[dict],
+    anchor: Any, observation_role: str = "user",
+) -> tuple[list[int], Any]:
+    """Re-step ``prefix``'s first ``turns`` recorded actions through ``env`` (just reset as
+    ``prefix`` was) and copy those turns into ``traj`` as recorded: prompt ids, action ids and
+    log-probs, observation ids (token-in/token-out: the running ids are the record's, never a
+    re-render). ``messages`` grows as the rollout's would. Returns the running ids and the
+    anchor before turn ``turns``. An environment that answers otherwise than the record says
+    (observation, reward, or an early end) is not deterministic: ``RuntimeError``."""
+    if not 0 <= turns < prefix.n_turns or len(prefix.actions) != prefix.n_turns:
+        raise ValueError(f"prefix {prefix.id!r}: cannot start before turn {turns} (it has "
+                         f"{prefix.n_turns} turns, action texts recorded: {bool(prefix.actions)})")
+    traj.prompt_ids = list(prefix.prompt_ids)
+    running = list(prefix.prompt_ids)
+    for turn in range(turns):
+        action = prefix.actions[turn]
+        obs, reward, terminated, truncated, info = await astep(env, action)
+        recorded_obs = prefix.observations[turn] if prefix.observations else obs
+        if (obs != recorded_obs or abs(reward - prefix.rewards[turn]) > 1e-9
+                or terminated or truncated):
+            raise RuntimeError(
+                f"replaying {prefix.id!r}: turn {turn} differs from the record (observation, "
+                f"reward {reward} vs {prefix.rewards[turn]}, or an early end); the environment "
+                "is not deterministic for this seed and task (`creditgym replay verify` shows "
+                "where)")
+        traj.add_turn(action=action, action_ids=prefix.action_ids[turn], observation=obs,
+                      observation_ids=prefix.observation_ids[turn], reward=reward, anchor=anchor,
+                      info=info, action_logprobs=prefix.action_logprobs[turn],
+                      finish_reason=(prefix.finish_reasons or ["stop"] * turns)[turn])
+        running += prefix.action_ids[turn] + prefix.observation_ids[turn]
+        messages += [{"role": "assistant", "content": action},
+                     {"role": observation_role, "content": obs}]
+        anchor = info.get("anchor", obs)
+    return running, anchor
+
+
 class EnvPool:
     """Environments built on demand and reused across episodes (building one can be costly)."""
 
@@ -119,11 +160,15 @@ async def rollout_one(
     env: gymnasium.Env, task: Task, *, seed: int | None, group: str, traj_id: str,
     batcher: GenerationBatcher, renderer: ChatRenderer, config: RolloutConfig,
     env_id: str = "", env_kwargs: dict | None = None, sample_key: tuple[int, ...] = (),
+    prefix: Trajectory | None = None, prefix_turns: int = 0,
 ) -> Trajectory:
     """Roll out one episode of ``task`` (see the module docstring). With a seeded
     ``config.sampling``, turn ``t`` samples with ``stream_seed(seed, *sample_key, t)``;
     ``sample_key`` is also the trajectory's key with ``batcher`` (a ``rounds`` batcher needs
-    ``batcher.join(sample_key)`` before and ``leave`` after)."""
+    ``batcher.join(sample_key)`` before and ``leave`` after).
+
+    ``prefix``: a record of this environment, task and ``seed`` whose first ``prefix_turns``
+    turns open the episode (``replay_prefix``); sampling starts at turn ``prefix_turns``."""
     traj = Trajectory(id=traj_id, group=group, task=task.to_dict(), prompt_ids=[], env_id=env_id,
                       env_kwargs=dict(env_kwargs or {}), seed=seed, created=time.time())
     try:
@@ -136,6 +181,9 @@ async def rollout_one(
         traj.prompt_messages = [dict(m) for m in messages]
         traj.prompt_ids = renderer.prompt_ids(messages, tools=tools)
         running, anchor = list(traj.prompt_ids), info.get("anchor", obs)
+        if prefix is not None:
+            running, anchor = await replay_prefix(env, prefix, prefix_turns, traj, messages,
+                                                  anchor, config.observation_role)
         mismatches: list[int] = []
         while True:
             budget = config.max_context_tokens - len(running)

@@ -4,7 +4,8 @@
 trajectories in list order, turns in time order), which is exactly the row contract of the
 functional API. ``turns_to_tokens`` broadcasts one value per row to that turn's action tokens,
 producing arrays aligned with ``Trajectory.tokens()``; prompt and observation tokens get 0, so the
-result is always zero wherever ``loss_mask()`` is 0.
+result is always zero wherever ``loss_mask()`` is 0. ``tokens_to_turns`` reads per-token arrays
+back as one value per row (what the credit bench compares against per-turn ground truth).
 """
 
 from __future__ import annotations
@@ -134,16 +135,58 @@ def turns_to_tokens(batch: TurnBatch, values: np.ndarray) -> list[np.ndarray]:
     if values.shape != batch.traj.shape:
         raise CreditInputError(f"values: expected {batch.traj.size} rows, got shape {values.shape}")
     pieces, per_traj = _pieces(batch)
+    first, action_slot = _action_slots(batch, per_traj)
     # piece values: 0 for the prompt, v_t for action t, 0 for observation t
     filler = np.zeros(pieces.size)
-    first = np.cumsum(per_traj) - per_traj  # index of each prompt piece
-    action_slot = np.repeat(first + 1, batch.n_turns) + 2 * (
-        np.arange(values.size) - np.repeat(np.cumsum(batch.n_turns) - batch.n_turns, batch.n_turns)
-    )
     filler[action_slot] = values
     flat = np.repeat(filler, pieces)
     token_counts = np.add.reduceat(pieces, first)
     return np.split(flat, np.cumsum(token_counts)[:-1])
+
+
+def _action_slots(batch: TurnBatch, per_traj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of each trajectory's prompt piece, and of each row's action piece, in ``_pieces``."""
+    first = np.cumsum(per_traj) - per_traj
+    rows = batch.traj.size
+    action_slot = np.repeat(first + 1, batch.n_turns) + 2 * (
+        np.arange(rows) - np.repeat(np.cumsum(batch.n_turns) - batch.n_turns, batch.n_turns)
+    )
+    return first, action_slot
+
+
+def tokens_to_turns(batch: TurnBatch, per_token: Sequence[Any]) -> np.ndarray:
+    """The inverse of :func:`turns_to_tokens`: per row, the value on that turn's action tokens.
+
+    Estimators that give a turn one value (most) get it back exactly; where the action tokens
+    of a turn differ (TEMPO's per-token values) their mean stands for the turn. A turn without
+    action tokens gets 0 (no token of it receives any credit)."""
+    if len(per_token) != len(batch.trajectories):
+        raise CreditInputError(f"per_token: expected {len(batch.trajectories)} arrays (one per "
+                               f"trajectory), got {len(per_token)}")
+    pieces, per_traj = _pieces(batch)
+    first, action_slot = _action_slots(batch, per_traj)
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in per_token]
+    expected = np.add.reduceat(pieces, first)
+    for i, (a, n) in enumerate(zip(arrays, expected)):
+        if a.size != n:
+            raise CreditInputError(f"per_token[{i}] (trajectory {batch.trajectories[i].id!r}) has "
+                                   f"{a.size} values for {n} tokens; align it with tokens()")
+    row_of_piece = np.full(pieces.size, -1, dtype=np.int64)
+    row_of_piece[action_slot] = np.arange(action_slot.size)
+    row_of_token = np.repeat(row_of_piece, pieces)
+    on_action = row_of_token >= 0
+    values = np.concatenate(arrays)[on_action] if arrays else np.zeros(0)
+    # action tokens come out in row order, each row's contiguous: segment reductions apply
+    counts = pieces[action_slot]
+    out = np.zeros(action_slot.size)
+    has = counts > 0
+    if has.any():
+        starts = (np.cumsum(counts) - counts)[has]
+        low = np.minimum.reduceat(values, starts)
+        high = np.maximum.reduceat(values, starts)
+        mean = np.add.reduceat(values, starts) / counts[has]
+        out[has] = np.where(low == high, low, mean)
+    return out
 
 
 def responses(batch: TurnBatch) -> tuple[list[np.ndarray], list[np.ndarray]]:

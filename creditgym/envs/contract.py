@@ -26,6 +26,14 @@ only these (never an environment's private attributes), so it can train any envi
   (a ``**kwargs`` of a ``ToolEnv`` subclass forwards to ``ToolEnv.__init__``'s keywords) and a
   ``config`` mapping must be a valid ``config_class``.
 - ``env.unwrapped.tasks``: the task list (a plain attribute of ``ToolEnv``).
+- ``turn_labels(trajectory)`` (classmethod): ground truth for the credit bench
+  (``creditgym credit-bench``): one label per turn of a recorded ``Trajectory``, each one of
+  ``TURN_LABELS``: ``"useful"`` (the turn made progress), ``"harmful"`` (it ended the episode
+  unsuccessfully) or ``"wasted"`` (neither). Computed only from the record (task dict and its
+  metadata, actions, observations, valid flags, tool calls, outcome metrics), never by building
+  an environment, so labelling a file is cheap and safe. Default: None (no labels); an
+  environment also returns None for a record it cannot judge (a task without the metadata its
+  labels need, a record without the per-turn texts).
 """
 
 from __future__ import annotations
@@ -41,6 +49,16 @@ from creditgym.errors import ConfigError
 
 # Keywords ToolEnv.__init__ takes besides the tools: what a subclass's **kwargs may forward.
 _TOOL_ENV_KEYWORDS = ("tasks", "config", "syntax", "render_mode")
+
+TURN_LABELS = ("useful", "wasted", "harmful")
+"""The labels ``turn_labels`` may return, best first (the credit bench ranks them so)."""
+
+
+def ended_unsuccessfully(trajectory: Any) -> bool:
+    """Whether the record's episode failed: its outcome metrics do not say it succeeded
+    (``Trajectory.success`` is False, or None when the episode ended without an outcome, e.g.
+    cut by the context budget). Its last turn is then the ``"harmful"`` one."""
+    return trajectory.success is not True
 
 
 class EnvContract:
@@ -82,6 +100,11 @@ class EnvContract:
     def corpus_texts(cls, env_kwargs: dict[str, Any], *,
                      demonstrator: dict[str, Any]) -> list[str] | None:
         """Texts to fit a tokenizer for this environment to, or None: use the demonstrations."""
+        return None
+
+    @classmethod
+    def turn_labels(cls, trajectory: Any) -> list[str] | None:
+        """One of ``TURN_LABELS`` per turn of ``trajectory``, or None: no ground truth here."""
         return None
 
     @classmethod

@@ -266,6 +266,15 @@ class SearchEnv(ToolEnv):
 
         return world_corpus_texts(cls, env_kwargs, demonstrator=demonstrator)
 
+    @classmethod
+    def turn_labels(cls, trajectory: Any) -> list[str] | None:
+        """The built-in world's ground truth (``creditgym.envs.world.labels``): a search that
+        retrieved a new chain document or a right answer is useful, a turn ending the episode
+        wrong harmful, the rest wasted; None for tasks without a chain (Search-R1 files)."""
+        from creditgym.envs.world.labels import world_turn_labels
+
+        return world_turn_labels(trajectory)
+
     # ------------------------------------------------------------------ hooks
 
     def system_prompt(self, task: Task) -> str:

@@ -6,8 +6,9 @@ trajectory diverged or nothing could be replayed).
 
 Commands that write (rescore, html, export) refuse an output that is one of their inputs (also
 through a symlink, hard link or ``./``) and an existing output without ``--force``, and replace
-it atomically. ``verify`` and ``rescore`` treat the file as untrusted (``replay.trust``):
-``--allow-module``, ``--trust-file``, ``--retriever`` and ``--tasks`` widen what it may name.
+it atomically. ``html --groups`` writes the group view instead (``replay.group_view``).
+``verify`` and ``rescore`` treat the file as untrusted (``replay.trust``): ``--allow-module``,
+``--trust-file``, ``--retriever`` and ``--tasks`` widen what it may name.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from typing import Any
 
 from creditgym.errors import ConfigError
 from creditgym.trajectory import Trajectory
+
+
+HTML_LIMIT = 2000
+"""``replay html``'s default ``--limit``."""
 
 
 def _print_err(message: str) -> None:
@@ -208,12 +213,21 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 def cmd_html(args: argparse.Namespace) -> int:
     from creditgym.replay.html import tokenizer_decoder, write_html
 
+    if args.groups:
+        from creditgym.replay.group_view import cmd_group_html
+
+        return cmd_group_html(args)
+    for flag, value in (("--max-groups", args.max_groups), ("--group", args.group),
+                        ("--allow-module", args.allow_module)):
+        if value is not None:
+            raise ConfigError(f"{flag} belongs to the group view: add --groups")
     tok = Path(args.tokenizer) if args.tokenizer else None
     check_replay_output(args, *(sorted(tok.iterdir()) if tok and tok.is_dir() else ()))
     trajs = load(args.file, args.id)
-    if args.limit is not None and len(trajs) > args.limit:
-        _print_err(f"note: showing the first {args.limit} of {len(trajs)} trajectories (--limit)")
-        trajs = trajs[: args.limit]
+    limit = HTML_LIMIT if args.limit is None else args.limit
+    if len(trajs) > limit:
+        _print_err(f"note: showing the first {limit} of {len(trajs)} trajectories (--limit)")
+        trajs = trajs[:limit]
     decode = tokenizer_decoder(args.tokenizer) if args.tokenizer else None
     out = write_html(
         trajs,
@@ -325,9 +339,26 @@ def add_replay_arguments(subparsers: argparse._SubParsersAction) -> argparse.Arg
         "--tokenizer", help="tokenizer folder: colour every action token by its advantage"
     )
     p.add_argument("--id", action="append", help="only this trajectory (repeatable)")
-    p.add_argument("--limit", type=int, default=2000, help="at most this many trajectories")
+    p.add_argument(
+        "--limit", type=int, help=f"at most this many trajectories (default {HTML_LIMIT})"
+    )
     p.add_argument("--title", help="page title")
     p.add_argument("--force", action="store_true", help="replace -o if it exists")
+    p.add_argument(
+        "--groups",
+        action="store_true",
+        help="draw each group as its prefix tree, coloured by every estimator's advantages",
+    )
+    p.add_argument(
+        "--max-groups", type=int, help="with --groups: at most this many groups (default 50)"
+    )
+    p.add_argument("--group", action="append", help="with --groups: only this group (repeatable)")
+    p.add_argument(
+        "--allow-module",
+        action="append",
+        metavar="MOD",
+        help="with --groups: allow the environment ids MOD registers (for their turn labels)",
+    )
     p.set_defaults(func=cmd_html)
 
     p = sub.add_parser("export", help="flatten to a parquet or JSONL table (pandas, datasets)")

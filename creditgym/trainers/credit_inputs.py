@@ -128,6 +128,26 @@ def credit_inputs(trainer: Any, estimator: Any, trajs: Sequence[Trajectory]
     return inputs, metrics
 
 
+INPUT_METRIC_PREFIX = "input/"
+"""Turn-metrics key prefix under which a run records the inputs its credit used
+(``turn_metrics[t]["input/probe_logprob"]``), so ``creditgym credit-bench`` can score the
+estimator on the run's ``rollouts.jsonl`` later without the model."""
+
+
+def record_inputs(trajs: Sequence[Trajectory], inputs: dict[str, Values] | None) -> None:
+    """Write each input value into its trajectory's turn metrics (``INPUT_METRIC_PREFIX`` +
+    name); trajectories or inputs that do not have one value per turn are left as they are."""
+    for name, values in (inputs or {}).items():
+        if not isinstance(values, dict):
+            continue
+        for t in trajs:
+            per_turn = values.get(t.id)
+            if per_turn is None or len(per_turn) != t.n_turns or len(t.turn_metrics) != t.n_turns:
+                continue
+            for metrics, value in zip(t.turn_metrics, per_turn):
+                metrics[INPUT_METRIC_PREFIX + name] = float(value)
+
+
 # ------------------------------------------------------------------------ built-in providers
 
 

@@ -61,7 +61,7 @@ from creditgym.trainers.demos import (
     tokenize_demonstration,
 )
 from creditgym.trainers.heldout import heldout_ids
-from creditgym.trainers.credit_inputs import credit_inputs, setup_inputs
+from creditgym.trainers.credit_inputs import credit_inputs, record_inputs, setup_inputs
 from creditgym.trainers.model_setup import (
     load_policy,
     make_rollout_backend,
@@ -281,6 +281,7 @@ class Trainer:
         for t in ok:
             groups.setdefault(t.group, []).append(t)
         inputs, prm_metrics = credit_inputs(self, self.credit, ok)
+        record_inputs(ok, inputs)  # kept with the records, for `creditgym credit-bench`
         result = estimate(list(groups.values()), self.credit, inputs)
         result.assign()
         t1 = time.perf_counter()

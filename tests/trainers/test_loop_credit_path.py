@@ -69,3 +69,10 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
                                                                  pooled.advantages))
     (row,) = rows(run)
     assert row["credit/groups"] == 2.0 and row["credit/estimator"] == "igpo"
+    # the records keep the inputs the credit used, per turn, for `creditgym credit-bench`
+    from creditgym.replay import read_trajectories
+
+    recorded = {t.id: t for t in read_trajectories(run / "rollouts.jsonl")}
+    for t in trajs:
+        got = [m["input/probe_logprob"] for m in recorded[t.id].turn_metrics]
+        assert got == model_inputs["probe_logprob"][t.id] and len(got) == t.n_turns

@@ -13,8 +13,10 @@ goal lies: a small policy can then act on what it reads instead of planning on t
 the GiGPO anchor is exactly that state, so states recur across the members of a group (and
 within an episode, after a detour). ``KeyDoorEnv.demonstrations`` is a
 breadth-first-search expert that solves every task (``options={"mistake_prob": p}`` makes it take
-a random step with probability ``p`` per move, then plan again). Tools mutate the episode's
-state, so ``tool_executor`` must stay ``"thread"`` and ``max_calls_per_turn`` 1.
+a random step with probability ``p`` per move, then plan again); ``KeyDoorEnv.turn_labels``
+replays a record through the same rules to label each turn useful, wasted or harmful (the credit
+bench's ground truth). Tools mutate the episode's state, so ``tool_executor`` must stay
+``"thread"`` and ``max_calls_per_turn`` 1.
 
 Registered as ``creditgym/KeyDoor-v0``: ``gymnasium.make("creditgym/KeyDoor-v0", num_tasks=50)``.
 """
@@ -25,6 +27,7 @@ import random
 from collections import deque
 from typing import Any, Literal
 
+from creditgym.envs.contract import ended_unsuccessfully
 from creditgym.envs.demonstration import call_text, scripted_demonstrations
 from creditgym.envs.task import Task
 from creditgym.envs.tool_env import ToolEnv
@@ -32,6 +35,7 @@ from creditgym.errors import ConfigError
 
 MOVES = {"north": (0, -1), "south": (0, 1), "east": (1, 0), "west": (-1, 0)}
 ACTIONS = [("move", d) for d in MOVES] + [("pick_up", ""), ("open_door", "")]
+TOOLS = ("move", "pick_up", "open_door")
 PASSWORDS = ("amber", "basalt", "cedar", "delta", "ember", "falcon", "garnet", "harbor", "indigo",
              "juniper", "kestrel", "lumen", "marble", "nectar", "onyx", "pepper", "quartz",
              "raven", "saffron", "tundra", "umber", "velvet", "willow", "xenon", "yarrow", "zephyr")
@@ -218,6 +222,44 @@ class KeyDoorEnv(ToolEnv):
         metrics = super().reward(task, answer)
         metrics["reached_vault"] = float(self._state[0] == self._layout["vault"])
         return metrics
+
+    @classmethod
+    def turn_labels(cls, trajectory: Any) -> list[str] | None:
+        """Ground truth for the credit bench: the recorded actions replayed through
+        ``step_state``; a turn is useful when it shortens the shortest way to the vault
+        (``solve``: nearer the key while it is not held, then nearer the door, then the vault;
+        picking up the key; opening the door) or is the right answer, harmful when it ends the
+        episode unsuccessfully, wasted otherwise. None without recorded tool calls or layout."""
+        n = trajectory.n_turns
+        if n == 0 or len(trajectory.tool_calls) != n:
+            return None
+        try:
+            layout = load_layout(trajectory.task["metadata"])
+        except (KeyError, TypeError):
+            return None  # not a KeyDoor task: no layout to replay
+        state: State = (layout["start"], False, False)
+        distances: dict[State, float] = {}
+
+        def to_go(s: State) -> float:
+            if s not in distances:
+                plan = solve(layout, s)
+                distances[s] = float("inf") if plan is None else float(len(plan))
+            return distances[s]
+
+        labels = ["wasted"] * n
+        for t, calls in enumerate(trajectory.tool_calls[:-1]):  # the last: by the outcome
+            if not trajectory.valid[t] or len(calls) != 1 or calls[0].get("name") not in TOOLS:
+                continue  # an invalid action changes nothing
+            tool = calls[0]["name"]
+            direction = str((calls[0].get("arguments") or {}).get("direction", ""))
+            if tool == "move" and direction not in MOVES:
+                continue
+            nxt = step_state(layout, state, tool, direction)[0]
+            if to_go(nxt) < to_go(state):
+                labels[t] = "useful"
+            state = nxt
+        labels[-1] = "harmful" if ended_unsuccessfully(trajectory) else "useful"
+        return labels
 
     @classmethod
     def demonstrations(cls, env_kwargs: dict, *, count: int, seed: int, options: dict):
