@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from creditgym.errors import CreditGymError
 
@@ -109,7 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from creditgym.agents.backend import SamplingParams
-    from creditgym.agents.rollout import SEARCH_R1_STOPS, RolloutConfig
+    from creditgym.agents.rollout import RolloutConfig
     from creditgym.evaluate import run_eval
 
     if not args.model and not args.url:
@@ -129,8 +130,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if out != final:  # a killed earlier replacement: start over rather than resume it
         for suffix in ("", ".meta.json", ".summary.json"):
             Path(f"{out}{suffix}").unlink(missing_ok=True)
+    # no stop strings here: run_eval takes the environment's own (its tools' closing tags)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              stop=SEARCH_R1_STOPS, seed=args.seed)
+                              seed=args.seed)
     config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context)
     summary = run_eval(env_id=args.env, env_kwargs=env_kwargs,
                        model=args.model, url=args.url, episodes=args.episodes, group=args.group,
@@ -156,19 +158,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_MOVED_SFT = {"demo_worlds": "sft.demonstrator.worlds", "demo_backend": "sft.demonstrator.backend",
+              "skip_search_prob": "sft.demonstrator.skip_search_prob",
+              "early_answer_prob": "sft.demonstrator.early_answer_prob",
+              "lm_perfect_expert": "sft.lm_demonstrator: {perfect: true}"}
+
+
+def moved_train_keys(data: dict[str, Any]) -> str | None:
+    """Where the keys of a config written before ``env:`` named any environment went, or None.
+    Checked before the strict loader, whose "unknown key" error would not say where to."""
+    moves = []
+    if "world" in data:
+        moves.append("world -> env.kwargs.world (and add eval.env_kwargs: {split: test} to "
+                     "evaluate on the world's test split as before)")
+    env = data.get("env")
+    if isinstance(env, dict):
+        moves += [f"env.{k} -> env.kwargs.{k}" for k in env if k not in ("id", "kwargs", "wrappers")]
+    sft = data.get("sft")
+    if isinstance(sft, dict):
+        moves += [f"sft.{k} -> {to}" for k, to in _MOVED_SFT.items() if k in sft]
+    if not moves:
+        return None
+    return ("this config uses keys from before `env:` could name any environment; move them "
+            "(configs/default.yaml shows the new layout):\n  - " + "\n  - ".join(moves))
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from creditgym.config import from_dict, read_yaml
     from creditgym.errors import ConfigError
-    from creditgym.trainers.config import TrainConfig, check_train_config, moved_keys_problem
+    from creditgym.trainers.config import TrainConfig, check_train_config
     from creditgym.trainers.loop import Trainer
 
     # Everything is checked before a folder, model or index is made (errors: exit 2, no traceback).
     data: dict = read_yaml(args.config) if args.config else {}
     _deep_update(data, parse_assignments(args.set, flag="--set"))
-    moved = moved_keys_problem(data)
+    moved = moved_train_keys(data)
     if moved:
         raise ConfigError(f"{args.config or 'train'}: {moved}")
     config = from_dict(TrainConfig, data, where=args.config or "train")

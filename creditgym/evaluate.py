@@ -73,6 +73,9 @@ def run_eval(
     make_env = env_factory(env_id, env_kwargs)
     probe = make_env()
     tasks = list(probe.unwrapped.tasks)[:episodes]
+    if not config.sampling.stop:  # generation of one action stops where the environment says
+        config = dataclasses.replace(config, sampling=dataclasses.replace(
+            config.sampling, stop=tuple(probe.unwrapped.stop_strings)))
     backend = open_backend(model, url, seed=seed)
     model_context = getattr(backend, "max_context", None)  # in-process backends know theirs
     if model_context and model_context < config.max_context_tokens:

@@ -45,6 +45,8 @@ def test_eval_writes_trajectories_metadata_and_summary(eval_run, capsys):
     assert meta["run"]["env_kwargs"] == ENV_KWARGS and meta["run"]["group"] == 2
     # --max-context above the model's own context is clamped to it (4096 for the tiny model)
     assert meta["run"]["rollout"]["max_context_tokens"] == 4096
+    # generation stopped at the environment's own stop strings (its tools' closing tags)
+    assert meta["run"]["rollout"]["sampling"]["stop"] == ["</search>", "</answer>"]
     summary = json.loads(eval_run.with_name("X.jsonl.summary.json").read_text())
     for key in ("success", "em", "f1", "turns", "searches", "generated_tokens"):
         assert isinstance(summary[key], float), key

@@ -198,31 +198,6 @@ class TrainConfig:
                            total_steps=max(total_steps, 1), schedule="cosine", min_lr_ratio=0.1)
 
 
-_MOVED_SFT = {"demo_worlds": "sft.demonstrator.worlds", "demo_backend": "sft.demonstrator.backend",
-              "skip_search_prob": "sft.demonstrator.skip_search_prob",
-              "early_answer_prob": "sft.demonstrator.early_answer_prob",
-              "lm_perfect_expert": "sft.lm_demonstrator: {perfect: true}"}
-
-
-def moved_keys_problem(data: dict[str, Any]) -> str | None:
-    """Where the keys of a config written before ``env:`` named any environment went, or None.
-    Checked before the strict loader, whose "unknown key" error would not say where to."""
-    moves = []
-    if "world" in data:
-        moves.append("world -> env.kwargs.world (and add eval.env_kwargs: {split: test} to "
-                     "evaluate on the world's test split as before)")
-    env = data.get("env")
-    if isinstance(env, dict):
-        moves += [f"env.{k} -> env.kwargs.{k}" for k in env if k not in ("id", "kwargs", "wrappers")]
-    sft = data.get("sft")
-    if isinstance(sft, dict):
-        moves += [f"sft.{k} -> {to}" for k, to in _MOVED_SFT.items() if k in sft]
-    if not moves:
-        return None
-    return ("this config uses keys from before `env:` could name any environment; move them "
-            "(configs/default.yaml shows the new layout):\n  - " + "\n  - ".join(moves))
-
-
 def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
     """Raise one :class:`ConfigError` listing every problem of ``cfg``; creates nothing."""
     problems: list[str] = []
