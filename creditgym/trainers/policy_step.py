@@ -8,6 +8,15 @@ the mini-batch loss of :func:`creditgym.trainers.loss.policy_loss` and the accum
 the full-batch gradient, whatever the micro-batch size. Then: clip the gradient norm, AdamW step,
 scheduler step. The ratio is taken against the rollout's log-probs (``Trajectory.action_logprobs``),
 so ``temperature`` must be the rollout's sampling temperature.
+
+Data parallel (several ranks, the model sharded by
+:func:`creditgym.trainers.distributed.shard_model`): each rank passes its own share of the
+trajectories (whole groups). The token and sequence counts of each mini-batch are summed over
+ranks before they divide the loss, and FSDP sums the gradients, so with ``mini_batches: 1`` the
+update equals the single-process update on the union of the shares, in every aggregation mode;
+the clipped norm is the global one. With ``mini_batches: k`` optimiser step ``i`` uses every
+rank's ``i``-th contiguous chunk of its own share. Returned metrics are over all ranks. One
+process without a process group runs exactly the single-process code.
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ import numpy as np
 import torch
 
 from creditgym.errors import ConfigError
+from creditgym.trainers.distributed import (
+    all_reduce_sum,
+    even_micro_batches,
+    raise_together,
+    world,
+)
 from creditgym.trainers.logprobs import (
     Batch,
     TrainerInputError,
@@ -104,16 +119,20 @@ def accumulate_policy_gradients(model: torch.nn.Module, batch: Batch, cfg: Polic
                                 *, ref_model: torch.nn.Module | None = None) -> dict[str, float]:
     """Forward/backward every micro-batch of ``batch``; ``.grad`` then holds the batch gradient.
 
-    Returns token-weighted statistics of the whole batch (``loss`` is the batch loss).
+    Returns token-weighted statistics of the whole batch (``loss`` is the batch loss). With
+    several ranks ``batch`` is this rank's share, and the statistics are those of all shares.
     """
     if cfg.kl_coef and ref_model is None:
         raise ConfigError("kl_coef is non-zero but no ref_model was given; pass the frozen "
                           "reference model or set kl_coef: 0")
     device = model_device(model)
     n_tokens, n_seqs = batch.num_tokens, batch.num_seqs
+    distributed = world() > 1
+    if distributed:  # the denominators of the global loss (module docstring)
+        n_tokens, n_seqs = (int(v) for v in all_reduce_sum([n_tokens, n_seqs]))
     sums = {"loss": 0.0, "pg_loss": 0.0, "entropy": 0.0, "clip_frac": 0.0,
             "dual_clip_frac": 0.0, "ratio_mean": 0.0, "approx_kl_old": 0.0, "kl_ref": 0.0}
-    for micro in batch.micro_batches(cfg.micro_batch_tokens):
+    for micro in even_micro_batches(batch.micro_batches(cfg.micro_batch_tokens)):
         micro = micro.to(device)
         ref_lp = None
         if ref_model is not None:
@@ -136,6 +155,9 @@ def accumulate_policy_gradients(model: torch.nn.Module, batch: Batch, cfg: Polic
         sums["entropy"] += float((entropy * micro.loss_mask).sum()) / max(n_tokens, 1)
         for key in ("clip_frac", "dual_clip_frac", "ratio_mean", "approx_kl_old", "kl_ref"):
             sums[key] += stats.get(key, 0.0) * w
+    if distributed:  # every term above is already divided by the global counts
+        keys = sorted(sums)
+        sums = dict(zip(keys, all_reduce_sum([sums[k] for k in keys])))
     if ref_model is None:
         del sums["kl_ref"]
     sums["tokens"] = float(n_tokens)
@@ -152,10 +174,15 @@ def policy_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     ``ratio_mean``, ``approx_kl_old``, ``kl_ref`` (with a reference model), ``grad_norm`` (before
     clipping), ``lr``, ``tokens`` (trained tokens in the batch), ``optimizer_steps``.
     """
-    batch = pack_trajectories(trajs, pad_id, require_advantages=True)
-    if cfg.mini_batches > batch.num_seqs:
-        raise TrainerInputError(f"mini_batches={cfg.mini_batches} exceeds the {batch.num_seqs} "
-                                f"trajectories of the batch; lower mini_batches")
+    try:
+        batch = pack_trajectories(trajs, pad_id, require_advantages=True)
+        if cfg.mini_batches > batch.num_seqs:
+            raise TrainerInputError(f"mini_batches={cfg.mini_batches} exceeds the "
+                                    f"{batch.num_seqs} trajectories of the batch; lower "
+                                    f"mini_batches")
+    except Exception as e:  # re-raised here; on other ranks it ends their wait too
+        raise_together(e)
+    raise_together(None)
     prepare_model(model, cfg.gradient_checkpointing)
     if ref_model is not None:
         ref_model.eval()
@@ -169,6 +196,7 @@ def policy_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                                                             cfg.max_grad_norm)
             steps.append(stats)
     metrics = {k: float(np.mean([s[k] for s in steps])) for k in steps[0] if k != "tokens"}
-    metrics["tokens"] = float(batch.num_tokens)
+    metrics["tokens"] = float(batch.num_tokens if world() == 1
+                              else all_reduce_sum(batch.num_tokens))
     metrics["optimizer_steps"] = float(len(steps))
     return metrics

@@ -12,6 +12,9 @@ that dense signal, since questions and passages repeat each entity's name, than 
 action tokens alone; ``creditgym train`` uses it as a first warm-start phase.
 Demonstrations are ordinary ``Trajectory`` records (e.g. from the scripted expert of the built-in
 world); their ``action_logprobs`` and ``advantages`` are ignored.
+With several ranks (model sharded by :func:`creditgym.trainers.distributed.shard_model`) each
+rank passes its share; ``N`` is summed over ranks and FSDP sums the gradients, so the step
+equals the single-process step on the union of the shares.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ from collections.abc import Sequence
 
 import torch
 
+from creditgym.trainers.distributed import (
+    all_reduce_sum,
+    even_micro_batches,
+    raise_together,
+    world,
+)
 from creditgym.trainers.logprobs import (
     Batch,
     autocast_context,
@@ -48,14 +57,19 @@ def sft_loss(model: torch.nn.Module, batch: Batch, *, num_tokens: float | None =
 
 def accumulate_sft_gradients(model: torch.nn.Module, batch: Batch, *,
                              micro_batch_tokens: int | None, bf16: bool = True) -> float:
-    """Backward every micro-batch of ``batch``; returns the batch loss (``.grad``: its gradient)."""
+    """Backward every micro-batch of ``batch``; returns the batch loss (``.grad``: its gradient).
+
+    With several ranks ``batch`` is this rank's share and the loss is that of all shares.
+    """
     total = 0.0
     n_tokens = batch.num_tokens
-    for micro in batch.micro_batches(micro_batch_tokens):
+    if world() > 1:
+        n_tokens = int(all_reduce_sum(n_tokens))
+    for micro in even_micro_batches(batch.micro_batches(micro_batch_tokens)):
         loss = sft_loss(model, micro, num_tokens=n_tokens, bf16=bf16)
         loss.backward()
         total += float(loss.detach())
-    return total
+    return total if world() == 1 else all_reduce_sum(total)
 
 
 def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -64,7 +78,11 @@ def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              max_grad_norm: float | None = 1.0, bf16: bool = True,
              gradient_checkpointing: bool = False, all_tokens: bool = False) -> dict[str, float]:
     """One SFT optimiser step on ``trajs``; returns ``loss``, ``tokens``, ``grad_norm``, ``lr``."""
-    batch = pack_trajectories(trajs, pad_id)
+    try:
+        batch = pack_trajectories(trajs, pad_id)
+    except Exception as e:  # re-raised here; on other ranks it ends their wait too
+        raise_together(e)
+    raise_together(None)
     if all_tokens:  # every real token but the first (it has no context to be predicted from)
         mask = batch.attention_mask.clone().to(batch.loss_mask.dtype)
         mask[:, 0] = 0
@@ -74,4 +92,5 @@ def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     loss = accumulate_sft_gradients(model, batch, micro_batch_tokens=micro_batch_tokens,
                                     bf16=bf16)
     grad_norm, lr = clip_and_step(model, optimizer, scheduler, max_grad_norm)
-    return {"loss": loss, "tokens": float(batch.num_tokens), "grad_norm": grad_norm, "lr": lr}
+    tokens = float(batch.num_tokens if world() == 1 else all_reduce_sum(batch.num_tokens))
+    return {"loss": loss, "tokens": tokens, "grad_norm": grad_norm, "lr": lr}
