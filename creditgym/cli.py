@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config or 'train'}: {moved}")
     config = from_dict(TrainConfig, data, where=args.config or "train")
     check_train_config(config, resume=args.resume)
-    result = Trainer(config, resume=args.resume).run()
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:  # not yet a rank: start the ranks
+        from creditgym.trainers.launch import launch_train
+
+        argv = ["train", *(["--config", args.config] if args.config else []),
+                *(x for s in args.set or [] for x in ("--set", s)),
+                *(["--resume"] if args.resume else [])]
+        return launch_train(argv, args.nproc)
+    if args.nproc > 1 and int(os.environ["WORLD_SIZE"]) != args.nproc:
+        raise ConfigError(f"--nproc {args.nproc} under a launcher that started "
+                          f"{os.environ['WORLD_SIZE']} ranks; leave --nproc out under torchrun")
+    trainer = Trainer(config, resume=args.resume)
+    result = trainer.run()
+    if trainer.dist.backend is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if not trainer.main:
+        return 0  # rank 0 reports
     rows = [(name, m) for name in ("before", "after") if (m := result[name]) is not None]
     # success first, then what the environment's aggregate_metrics adds (bookkeeping left out)
     skip = {"trajectories", "errored", "generated_tokens", "truncated"}
@@ -298,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, repeatable (e.g. --set rl.iterations=5 --set credit=grpo)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="local processes (ranks) to train with: FSDP2 data parallel, started through "
+                        "torch.distributed.run (running under torchrun works too)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("plot", help="draw a training run's learning curves (PNG)")

@@ -233,17 +233,26 @@ async def arollout(
     renderer: ChatRenderer, config: RolloutConfig, *, seed: int = 0, group_prefix: str = "",
     env_id: str = "", env_kwargs: dict | None = None,
     on_trajectory: Callable[[Trajectory], None] | None = None, progress: bool = False,
+    task_keys: Sequence[int] | None = None,
 ) -> list[Trajectory]:
-    """Roll out ``group_size`` trajectories of every task; results in task-then-member order."""
+    """Roll out ``group_size`` trajectories of every task; results in task-then-member order.
+
+    ``task_keys`` are the tasks' positions in a larger batch (default ``0..len(tasks)-1``); the
+    environment and sampling seeds derive from them, so a rank rolling out its share of the
+    batch draws what one process rolling out the whole batch would for the same tasks."""
+    index = list(range(len(tasks))) if task_keys is None else [int(k) for k in task_keys]
+    if len(index) != len(tasks) or len(set(index)) != len(index):
+        raise ConfigError(f"task_keys: need {len(tasks)} distinct keys, got {task_keys!r}")
     batcher = GenerationBatcher(backend, max_batch=config.max_generation_batch,
                                 mode=config.batching)
     pool = EnvPool(make_env)
-    keys = [(i, m) for i in range(len(tasks)) for m in range(config.group_size)]
+    keys = [(i, m) for i in index for m in range(config.group_size)]
+    position = {k: p for p, k in enumerate(index)}
     admission = _Admission(keys, config.max_concurrency, batcher)
     bar = _progress(len(keys), progress)
 
     async def one(task_index: int, member: int) -> Trajectory:
-        task = tasks[task_index]
+        task = tasks[position[task_index]]
         group = f"{group_prefix}{task.id}"
         key = (task_index, member)
         try:

@@ -164,12 +164,14 @@ def probe_logprob(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[Values, di
 
 
 def _setup_prm(trainer: Any) -> None:
-    """The implicit PRM starts as a copy of the (warm-started) policy with its own optimiser."""
+    """The implicit PRM starts as a copy of the (warm-started) policy with its own optimiser
+    (``trainer.trainable_copy()`` when the trainer has one: sharded like the policy)."""
     import copy
 
     from creditgym.trainers.optim import make_optimizer
 
-    trainer.prm = copy.deepcopy(trainer.model)
+    make_copy = getattr(trainer, "trainable_copy", None)
+    trainer.prm = make_copy() if make_copy is not None else copy.deepcopy(trainer.model)
     trainer.prm_optimizer, trainer.prm_scheduler = make_optimizer(
         trainer.prm, trainer.cfg.optim(trainer.cfg.prm_lr, trainer.cfg.rl.iterations))
 

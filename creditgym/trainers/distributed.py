@@ -253,3 +253,38 @@ def raise_together(error: BaseException | None) -> None:
     if failed:
         raise DistributedError(f"rank(s) {failed} failed on their share of the batch; see "
                                f"their error (this is rank {_rank()})")
+
+
+def _collective(what: str, fn: Callable[[], G]) -> G:
+    try:
+        return fn()
+    except RuntimeError as e:  # gloo/NCCL timeouts and closed connections surface here
+        raise DistributedError(
+            f"rank {rank()}/{world()}: {what} failed ({e}); another rank has probably died "
+            f"or stalled; see its log") from e
+
+
+def barrier() -> None:
+    """Wait for every rank (with the collective timeout); nothing in a world of one."""
+    if world() > 1:
+        _collective("barrier", dist.barrier)
+
+
+def gather_objects(obj: G) -> list[G] | None:
+    """Every rank's ``obj`` (picklable) in rank order on rank 0, None on the others."""
+    if world() == 1:
+        return [obj]
+    out: list | None = [None] * world() if is_main() else None
+    _collective("gather", lambda: dist.gather_object(obj, out, dst=0))
+    return out
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded parameters and buffers of a (possibly FSDP2-sharded) model on every rank
+    (``torch.distributed.checkpoint.state_dict.get_model_state_dict``, full_state_dict)."""
+    if world() == 1:
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return _collective("state-dict gather", lambda: get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True)))

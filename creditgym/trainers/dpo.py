@@ -28,6 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from creditgym.credit._arrays import CreditInputError, check_lengths, per_trajectory, row_layout
+from creditgym.trainers.distributed import (
+    all_reduce_sum,
+    even_micro_batches,
+    raise_together,
+    world,
+)
 from creditgym.trainers.logprobs import (
     Batch,
     TrainerInputError,
@@ -51,11 +57,13 @@ def _pairs(group: Any, traj: Any, success: Any) -> tuple[Any, np.ndarray, np.nda
 
 
 def trajectory_dpo_loss(group: Any, traj: Any, logratio_sum: torch.Tensor, success: Any, *,
-                        beta: float = 0.05) -> torch.Tensor:
+                        beta: float = 0.05, num_pairs: float | None = None) -> torch.Tensor:
     """Mean ``-log sigmoid(Q_win - Q_lose)`` over (success, failure) pairs of each group.
 
     ``group``/``traj`` are per-row keys, ``success`` is per row or per trajectory (as in the numpy
     version); ``logratio_sum`` is a 1-D tensor, one ``q`` per row. Returns a scalar tensor.
+    ``num_pairs`` replaces the local pair count as the denominator (data parallel: the pairs of
+    every rank, so the ranks' losses sum to the loss of the whole batch).
     """
     if not isinstance(logratio_sum, torch.Tensor) or logratio_sum.dim() != 1:
         raise CreditInputError("logratio_sum: expected a 1-D torch tensor (one value per row)")
@@ -73,7 +81,9 @@ def trajectory_dpo_loss(group: Any, traj: Any, logratio_sum: torch.Tensor, succe
     q_sum = torch.zeros(rows.n_traj, dtype=logratio_sum.dtype, device=dev)
     Q = beta * q_sum.index_add(0, traj_code, logratio_sum) / lengths
     margin = Q[torch.as_tensor(w, device=dev)] - Q[torch.as_tensor(l, device=dev)]
-    return F.softplus(-margin).mean()
+    if num_pairs is None:
+        return F.softplus(-margin).mean()
+    return F.softplus(-margin).sum() / max(float(num_pairs), 1.0)
 
 
 def turn_logratio_sums(prm_logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
@@ -144,15 +154,27 @@ def prm_update(prm_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                success_key: str = "success", temperature: float = 1.0,
                micro_batch_tokens: int | None = 8192, max_grad_norm: float | None = 1.0,
                bf16: bool = True) -> PRMUpdate:
-    """One DPO optimiser step of the implicit PRM on a batch; see the module docstring."""
-    for t in trajs:
-        if t.n_turns == 0:
-            raise TrainerInputError(f"trajectory {t.id!r} has no turns; the PRM scores turns")
-        if success_key not in t.metrics:
-            raise TrainerInputError(
-                f"trajectory {t.id!r}: metrics has no {success_key!r} (has {sorted(t.metrics)}); "
-                f"set success_key to the outcome metric that marks a successful episode")
-    batch = pack_trajectories(trajs, pad_id)
+    """One DPO optimiser step of the implicit PRM on a batch; see the module docstring.
+
+    Data parallel (``prm_model`` sharded by ``shard_model``): each rank passes its share (whole
+    groups, so every pair is local); the loss divides by the pairs of all ranks, so the step
+    equals the single-process step on the union of the shares; metrics are over all ranks, the
+    returned rows are this rank's.
+    """
+    try:
+        for t in trajs:
+            if t.n_turns == 0:
+                raise TrainerInputError(f"trajectory {t.id!r} has no turns; the PRM scores turns")
+            if success_key not in t.metrics:
+                raise TrainerInputError(
+                    f"trajectory {t.id!r}: metrics has no {success_key!r} (has "
+                    f"{sorted(t.metrics)}); set success_key to the outcome metric that marks a "
+                    f"successful episode")
+        batch = pack_trajectories(trajs, pad_id)
+    except Exception as e:  # re-raised here; on other ranks it ends their wait too
+        raise_together(e)
+    raise_together(None)
+    distributed = world() > 1
     n_turns = batch.n_turns.numpy()
     offsets = np.cumsum(n_turns) - n_turns
     group = [t.group for t in trajs for _ in range(t.n_turns)]
@@ -162,28 +184,39 @@ def prm_update(prm_model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     prepare_model(prm_model, False)
     optimizer.zero_grad(set_to_none=True)
     micros = batch.micro_batches(micro_batch_tokens)
+    real = len(micros)
+    micros = even_micro_batches(micros)  # padding passes (index >= real) only join collectives
+    _, w, _ = _pairs(group, traj, success)
+    n_pairs = all_reduce_sum(float(w.size)) if distributed else None
     dev = model_device(prm_model)
-    if len(micros) == 1:
+    if len(micros) == 1 and not distributed:
         q_mb, pos = _micro_q(prm_model, micros[0], temperature, bf16, offsets)
         q = torch.zeros(n_rows, dtype=q_mb.dtype, device=dev).index_copy(0, pos, q_mb)
         loss = trajectory_dpo_loss(group, traj, q, success, beta=beta)
-        loss.backward()
+        loss.backward()  # one pass; with several ranks every rank takes the two-pass path
     else:
         q = torch.zeros(n_rows, dtype=torch.float32, device=dev)
         with torch.no_grad():
-            for micro in micros:
+            for micro in micros[:real]:
                 q_mb, pos = _micro_q(prm_model, micro, temperature, bf16, offsets)
                 q.index_copy_(0, pos, q_mb.float())
+            for micro in micros[real:]:
+                _micro_q(prm_model, micro, temperature, bf16, offsets)
         q.requires_grad_(True)
-        loss = trajectory_dpo_loss(group, traj, q, success, beta=beta)
+        loss = trajectory_dpo_loss(group, traj, q, success, beta=beta, num_pairs=n_pairs)
         (dq,) = torch.autograd.grad(loss, q)
-        for micro in micros:
+        for i, micro in enumerate(micros):
             q_mb, pos = _micro_q(prm_model, micro, temperature, bf16, offsets)
-            (q_mb * dq[pos].to(q_mb.dtype)).sum().backward()
+            weight = dq[pos].to(q_mb.dtype) if i < real else torch.zeros_like(q_mb)
+            (q_mb * weight).sum().backward()
     grad_norm, lr = clip_and_step(prm_model, optimizer, scheduler, max_grad_norm)
     q_np = q.detach().double().cpu().numpy()
-    _, w, _ = _pairs(group, traj, success)
-    metrics = {"dpo_loss": float(loss.detach()), "pairs": float(w.size),
-               "q_mean": float(q_np.mean()), "q_abs_mean": float(np.abs(q_np).mean()),
-               "grad_norm": grad_norm, "lr": lr, "tokens": float(batch.num_tokens)}
-    return PRMUpdate(group, traj, q_np, float(loss.detach()), metrics)
+    sums = [float(loss.detach()), float(w.size), float(q_np.sum()), float(np.abs(q_np).sum()),
+            float(q_np.size), float(batch.num_tokens)]
+    if distributed:  # the loss is already divided by the global pair count
+        sums = all_reduce_sum(sums)
+    dpo_loss, pairs, q_sum, q_abs, rows, tokens = sums
+    metrics = {"dpo_loss": dpo_loss, "pairs": pairs, "q_mean": q_sum / max(rows, 1.0),
+               "q_abs_mean": q_abs / max(rows, 1.0), "grad_norm": grad_norm, "lr": lr,
+               "tokens": tokens}
+    return PRMUpdate(group, traj, q_np, dpo_loss, metrics)

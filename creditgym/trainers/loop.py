@@ -27,14 +27,19 @@ next checkpoint. On resume, records of iterations the checkpoint does not includ
 ``eval-itN.jsonl`` files) are dropped by an atomic rewrite before those iterations are redone,
 so every iteration appears exactly once. Evaluation files are written whole (temp + rename), and
 the whole config is checked (``check_train_config``) before anything is created.
+
+Several ranks (``creditgym train --nproc N``, or under ``torchrun``): the policy is trained
+FSDP2-sharded, each rank rolls out its share of the groups with an unsharded copy, rank 0 gathers
+the records and alone writes the run folder, and checkpoints are DCP (any world size resumes
+them); ``creditgym.trainers.parallel`` has the details.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -53,13 +58,17 @@ from creditgym.evaluate import summarize
 from creditgym.files import atomic_write_text, atomic_writer
 from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.replay.io import RUN_SCHEMA, encode_line, meta_path, write_json_atomic
-from creditgym.trainers.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from creditgym.trainers.config import TrainConfig, check_train_config
-from creditgym.trainers.demos import (
-    gather_demonstrations,
-    load_demonstration_files,
-    tokenize_demonstration,
+from creditgym.trainers.checkpoint import latest_checkpoint
+from creditgym.trainers.dist_checkpoint import load_sharded, save_sharded
+from creditgym.trainers.distributed import (
+    barrier,
+    full_state_dict,
+    init_distributed,
+    is_main,
+    world,
 )
+from creditgym.trainers.config import TrainConfig, check_train_config
+from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
 from creditgym.trainers.heldout import heldout_ids
 from creditgym.trainers.credit_inputs import credit_inputs, record_inputs, setup_inputs
 from creditgym.trainers.model_setup import (
@@ -68,9 +77,11 @@ from creditgym.trainers.model_setup import (
     starting_model_dir,
     tokenizer_texts,
 )
+from creditgym.trainers import parallel
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
-from creditgym.trainers.sft import sft_step
+from creditgym.trainers.run_files import brief, drop_uncommitted
+from creditgym.trainers.warm_start import warm_start
 
 
 class Trainer:
@@ -80,9 +91,11 @@ class Trainer:
         check_train_config(config, resume=resume)  # before anything is created
         self.cfg = config
         self.run_dir = Path(config.run_dir)
-        self.progress = progress
         self.resume = resume
-        self.log = (lambda msg: print(msg, flush=True)) if progress else (lambda msg: None)
+        self.dist = init_distributed()  # several ranks under torchrun; see parallel.py
+        self.main = is_main()
+        self.progress = progress and self.main  # rank 0 alone prints and writes run files
+        self.log = (lambda msg: print(msg, flush=True)) if self.progress else (lambda msg: None)
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.train_kwargs = dict(config.env.kwargs)
@@ -102,7 +115,11 @@ class Trainer:
         # Resolves the id and the wrappers (a bad wrapper fails here, before the run folder);
         # the first environment is built on the first call.
         self.make_train_env = env_factory(env.id, self.train_kwargs, env.wrappers)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if world() > 1 and min(self.cfg.rl.tasks_per_iteration, self.cfg.sft.batch_size) < world():
+            raise ConfigError(f"{world()} ranks need rl.tasks_per_iteration and sft.batch_size of "
+                              f"at least {world()} (every rank trains on its share of a batch)")
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         probe = self.make_train_env()
         self.env_class = type(probe.unwrapped)
         self.stop = tuple(probe.unwrapped.stop_strings)
@@ -122,15 +139,15 @@ class Trainer:
             note = (f"held out: {len(self.heldout)} of {len(tasks)} tasks "
                     f"(eval.heldout_fraction={self.cfg.eval.heldout_fraction}, by task id; "
                     "listed in heldout.json)")
-        atomic_write_text(self.run_dir / "config.yaml", f"# {note}\n"
-                          + yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
-        atomic_write_text(self.run_dir / "heldout.json", json.dumps(
-            {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
+        if self.main:
+            atomic_write_text(self.run_dir / "config.yaml", f"# {note}\n"
+                              + yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
+            atomic_write_text(self.run_dir / "heldout.json", json.dumps(
+                {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
         self._demos: tuple[list, list] | None = None
-        self.model, self.tokenizer = load_policy(
-            self.cfg, self.run_dir,
-            lambda: self._tokenizer_texts(probe),
-            self.log)
+        model, self.tokenizer = parallel.main_first(lambda: load_policy(  # rank 0 builds it
+            self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
+        self.model, self.rollout_model = parallel.prepare_policy(model, bf16=self.cfg.policy.bf16)
         self._train_envs = [probe]
         self.pad_id = self.tokenizer.pad_token_id
         self.renderer = ChatRenderer(self.tokenizer)
@@ -146,13 +163,23 @@ class Trainer:
     def backend(self):
         """The rollout backend, built on first use (after the warm start: vLLM loads a folder)."""
         if self._backend is None:
-            self._backend = make_rollout_backend(self.cfg, self.model, self.tokenizer, self.run_dir)
+            self._backend = make_rollout_backend(self.cfg, self.rollout_model, self.tokenizer,
+                                                 self.run_dir)
         return self._backend
 
+    def _refresh_rollout_model(self) -> None:
+        if self.rollout_model is not self.model:  # several ranks: from the sharded policy
+            self.rollout_model.load_state_dict(full_state_dict(self.model))
+
     def _sync_weights(self) -> None:
-        # The transformers backend generates with self.model itself; anything else gets a copy.
-        if getattr(self.backend, "model", None) is not self.model:
-            self.backend.load_weights(self.model.state_dict())
+        # The transformers backend generates with the rollout model itself; others get a copy.
+        self._refresh_rollout_model()
+        if getattr(self.backend, "model", None) is not self.rollout_model:
+            self.backend.load_weights(self.rollout_model.state_dict())
+
+    def trainable_copy(self) -> torch.nn.Module:
+        """A separately trained copy of the current policy (sharded with several ranks)."""
+        return parallel.trainable_copy(self.rollout_model, bf16=self.cfg.policy.bf16)
 
     def _reference(self):
         """The frozen KL reference (the warm-started policy), loaded only when kl_coef > 0."""
@@ -162,8 +189,9 @@ class Trainer:
             from transformers import AutoModelForCausalLM
 
             path = starting_model_dir(self.cfg, self.run_dir)
-            self.ref_model = AutoModelForCausalLM.from_pretrained(str(path)).to(
-                next(self.model.parameters()).device).requires_grad_(False)
+            self.ref_model = parallel.frozen_copy(AutoModelForCausalLM.from_pretrained(
+                str(path)).to(next(self.rollout_model.parameters()).device),
+                bf16=self.cfg.policy.bf16)
         return self.ref_model
 
     def _test_env(self):
@@ -197,44 +225,8 @@ class Trainer:
         return self._demos
 
     def warm_start(self) -> dict[str, float]:
-        sft = self.cfg.sft
-        if sft.steps + sft.lm_steps <= 0:
-            return {}
-        text_lm, text_act = self._text_demos()
-        tokenized = {id(t): tokenize_demonstration(t, self.renderer)
-                     for t in {id(t): t for t in text_lm + text_act}.values()}
-        lm_demos = [tokenized[id(t)] for t in text_lm]
-        act_demos = [tokenized[id(t)] for t in text_act]
-        # Kept with the run, so what the warm start imitated can be replayed and inspected.
-        path = self.run_dir / "demonstrations.jsonl"
-        path.unlink(missing_ok=True)  # a warm start is redone whole; never append to a half one
-        with TrajectoryWriter(path, run_metadata(phase="sft", lm_demonstrator=sft.lm_demonstrator)) as writer:
-            for demo in tokenized.values():
-                writer.write(demo)
-        total = sft.lm_steps + sft.steps
-        optimizer, scheduler = make_optimizer(self.model, self.cfg.optim(sft.lr, total))
-        rng = random.Random(self.cfg.seed)
-        steps = range(total)
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc="SFT warm start", unit="step")
-        metrics: dict[str, float] = {}
-        for step in steps:
-            demos = lm_demos if step < sft.lm_steps else act_demos
-            batch = rng.sample(demos, min(sft.batch_size, len(demos)))
-            metrics = sft_step(self.model, optimizer, scheduler, batch, pad_id=self.pad_id,
-                               micro_batch_tokens=self.cfg.policy.micro_batch_tokens,
-                               all_tokens=step < sft.lm_steps)
-            if self.progress:
-                steps.set_postfix(loss=f"{metrics['loss']:.3f}")
-        # Saved as a plain model folder so other runs (e.g. benchmarks/learning.py comparing
-        # credit estimators) can start from the same warm start with model.path.
-        self.model.save_pretrained(self.run_dir / "sft-model")
-        self.tokenizer.save_pretrained(self.run_dir / "sft-model")
-        self._demos = None  # the text records are not needed again
-        return {"sft_loss": metrics.get("loss", float("nan")),
-                "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}
+        """SFT on the demonstrations (``creditgym.trainers.warm_start``); its summary metrics."""
+        return warm_start(self)
 
     def evaluate(self, name: str, updates: int) -> dict[str, float]:
         """Roll out the test split; ``eval-NAME.jsonl`` is written whole, its records marked with
@@ -246,9 +238,15 @@ class Trainer:
                                sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
                                                        temperature=ev.temperature,
                                                        stop=self.stop, seed=self.cfg.seed))
-        trajs = rollout(self._test_env, self.test_tasks[: ev.episodes], self.backend,
-                        self.renderer, config, seed=self.cfg.seed, env_id=self.cfg.env.id,
-                        env_kwargs=self.test_kwargs)
+        tasks = self.test_tasks[: ev.episodes]
+        mine = parallel.share(len(tasks))  # every task on one process or split over ranks
+        trajs = rollout(self._test_env, [tasks[i] for i in mine], self.backend, self.renderer,
+                        config, seed=self.cfg.seed, env_id=self.cfg.env.id,
+                        env_kwargs=self.test_kwargs, task_keys=mine)
+        gathered = parallel.gather_trajectories(trajs, [t.id for t in tasks])
+        if gathered is None:
+            return {}  # not rank 0: it writes and summarises
+        trajs = gathered[0]
         for t in trajs:
             t.iteration = updates
         path = self.run_dir / f"eval-{name}.jsonl"
@@ -258,7 +256,7 @@ class Trainer:
                                             "resumed": []})
         summary = summarize(trajs, self.env_class.aggregate_metrics)
         self.evals[name] = summary
-        self.log(f"eval {name}: {_brief(summary)}")
+        self.log(f"eval {name}: {brief(summary)}")
         return summary
 
     def iteration(self, it: int, writer: TrajectoryWriter) -> dict[str, Any]:
@@ -272,23 +270,29 @@ class Trainer:
             sampling=SamplingParams(max_new_tokens=rl.max_new_tokens, temperature=rl.temperature,
                                     stop=self.stop,
                                     seed=stream_seed(self.cfg.seed, "train", it)))
-        trajs = rollout(self._train_env, tasks, self.backend, self.renderer, config,
-                        seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/", env_id=self.cfg.env.id,
-                        env_kwargs=self.train_kwargs)
+        mine = parallel.share(len(tasks))  # whole groups per rank (parallel.py)
+        trajs = rollout(self._train_env, [tasks[i] for i in mine], self.backend, self.renderer,
+                        config, seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/",
+                        env_id=self.cfg.env.id, env_kwargs=self.train_kwargs, task_keys=mine)
         t_rollout = time.perf_counter() - t0
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
-        groups: dict[str, list] = {}
-        for t in ok:
-            groups.setdefault(t.group, []).append(t)
         inputs, prm_metrics = credit_inputs(self, self.credit, ok)
         record_inputs(ok, inputs)  # kept with the records, for `creditgym credit-bench`
-        result = estimate(list(groups.values()), self.credit, inputs)
+        result = estimate(list(parallel.by_group(ok).values()), self.credit, inputs)
         result.assign()
         t1 = time.perf_counter()
         update = policy_update(self.model, self.optimizer, self.scheduler, ok,
                                dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
                                ref_model=self._reference(), pad_id=self.pad_id)
         self._sync_weights()
+        if world() > 1:  # rank 0 writes every rank's records; credit diagnostics of them all
+            gathered = parallel.gather_trajectories(
+                trajs, [f"it{it:04d}/{t.id}" for t in tasks], extra=inputs)
+            if gathered is None:
+                return {}
+            trajs, parts = gathered
+            ok, inputs = [t for t in trajs if t.advantages is not None], parallel.merged_inputs(parts)
+            result = estimate(list(parallel.by_group(ok).values()), self.credit, inputs)
         # Written after the update, with the advantages it used (errored trajectories were not
         # trained on: theirs stay null); committed by the next checkpoint (see run()).
         for t in trajs:
@@ -299,7 +303,7 @@ class Trainer:
                **{f"credit/{k}": v for k, v in result.diagnostics.items()},
                **{f"update/{k}": v for k, v in update.items()}, **prm_metrics,
                "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1}
-        self.log(f"iteration {it}: {_brief(summary)}, loss {update['loss']:.4f}, "
+        self.log(f"iteration {it}: {brief(summary)}, loss {update['loss']:.4f}, "
                  f"|A| {result.diagnostics.get('mean_abs_adv_token', 0):.3f}, "
                  f"{time.perf_counter() - t0:.1f}s")
         return row
@@ -312,8 +316,9 @@ class Trainer:
         start = 0
         latest = latest_checkpoint(ckpt_dir) if self.resume else None
         if latest is not None:
-            extra = load_checkpoint(latest, model=self.model, optimizer=self.optimizer,
-                                    scheduler=self.scheduler)
+            extra = load_sharded(latest, model=self.model, optimizer=self.optimizer,
+                                 scheduler=self.scheduler)
+            self._refresh_rollout_model()
             start, self.history, self.evals = extra["iteration"], extra["history"], extra["evals"]
             self._load_prm(ckpt_dir)
             self.log(f"resumed from {latest} at iteration {start}")
@@ -322,9 +327,11 @@ class Trainer:
             if self.cfg.eval.before:
                 self.evaluate("before", 0)
             self._checkpoint(ckpt_dir, 0)
-        self._drop_uncommitted(start)
+        if self.main:
+            drop_uncommitted(self.run_dir, start, self.log)
         self._write_history()
-        with TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir))) as w:
+        with (TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir)))
+              if self.main else contextlib.nullcontext()) as w:
             for it in range(start, self.cfg.rl.iterations):
                 row = self.iteration(it, w)
                 if self.cfg.eval.every and (it + 1) % self.cfg.eval.every == 0:
@@ -339,71 +346,31 @@ class Trainer:
         self._write_history()
         from creditgym.trainers.plot import plot_run
 
-        plot = plot_run(self.run_dir)
+        plot = plot_run(self.run_dir) if self.main else None
         if self._backend is not None:
             self._backend.close()
-        return {"before": self.evals.get("before"), "after": self.evals["after"], "plot": str(plot),
+        barrier()
+        return {"before": self.evals.get("before"), "after": self.evals.get("after"), "plot": str(plot),
                 "run_dir": str(self.run_dir)}
 
     def _checkpoint(self, ckpt_dir: Path, iteration: int) -> None:
         extra = {"iteration": iteration, "history": self.history, "evals": self.evals}
-        save_checkpoint(ckpt_dir, iteration, model=self.model, optimizer=self.optimizer,
-                        scheduler=self.scheduler, extra=extra, keep_last=self.cfg.keep_checkpoints)
+        save_sharded(ckpt_dir, iteration, model=self.model, optimizer=self.optimizer,
+                     scheduler=self.scheduler, extra=extra, keep_last=self.cfg.keep_checkpoints)
         if self.prm is not None:
-            save_checkpoint(ckpt_dir / "prm", iteration, model=self.prm, optimizer=self.prm_optimizer,
-                            scheduler=self.prm_scheduler, keep_last=self.cfg.keep_checkpoints)
+            save_sharded(ckpt_dir / "prm", iteration, model=self.prm, optimizer=self.prm_optimizer,
+                         scheduler=self.prm_scheduler, keep_last=self.cfg.keep_checkpoints)
 
     def _load_prm(self, ckpt_dir: Path) -> None:
         if self.prm is not None and (latest := latest_checkpoint(ckpt_dir / "prm")) is not None:
-            load_checkpoint(latest, model=self.prm, optimizer=self.prm_optimizer,
-                            scheduler=self.prm_scheduler, restore_rng=False)
+            load_sharded(latest, model=self.prm, optimizer=self.prm_optimizer,
+                         scheduler=self.prm_scheduler, restore_rng=False)
 
     def _write_history(self) -> None:
         # Rewritten whole (temp + rename) from the checkpointed history, so a resumed run never
-        # shows rows of an iteration that was lost with the kill.
+        # shows rows of an iteration that was lost with the kill. Rank 0's alone.
+        if not self.main:
+            return
         atomic_write_text(self.run_dir / "metrics.jsonl",
                           "".join(json.dumps(row) + "\n" for row in self.history))
         atomic_write_text(self.run_dir / "evals.json", json.dumps(self.evals, indent=2) + "\n")
-
-    def _drop_uncommitted(self, start: int) -> None:
-        """Remove what iterations ``>= start`` wrote (the checkpoint resumed from does not include
-        them and they are about to be redone): their ``rollouts.jsonl`` records, a torn last
-        line, and their ``eval-itN.jsonl`` files (N > start)."""
-        path = self.run_dir / "rollouts.jsonl"
-        if path.exists():
-            lines = path.read_bytes().splitlines(keepends=True)
-            kept = [x for x in lines if x.endswith(b"\n")
-                    and (n := _record_iteration(x)) is not None and n < start]
-            if len(kept) < len(lines):
-                with atomic_writer(path, "wb") as f:
-                    f.writelines(kept)
-                self.log(f"dropped {len(lines) - len(kept)} record(s) of iterations >= {start} "
-                         f"from {path} (not in the checkpoint; redone now)")
-        for eval_path in self.run_dir.glob("eval-it*.jsonl"):
-            match = re.fullmatch(r"eval-it(\d+)\.jsonl", eval_path.name)
-            if match and int(match.group(1)) > start:
-                eval_path.unlink()
-                meta_path(eval_path).unlink(missing_ok=True)
-
-
-def _brief(summary: dict[str, float]) -> str:
-    """A log line's worth of a summary: success first, then the environment's own metrics."""
-    skip = {"trajectories", "errored", "generated_tokens", "truncated", "success"}
-    rest = [k for k in summary if k not in skip and "/" not in k][:5]
-    return ", ".join(f"{k} {summary[k]:.3f}" for k in ["success", *rest])
-
-
-def _record_iteration(line: bytes) -> int | None:
-    """The training iteration of one ``rollouts.jsonl`` line (records written before the
-    ``iteration`` field: from the ``itNNNN/`` group prefix); None for a torn or foreign line."""
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    if isinstance(record.get("iteration"), int):
-        return record["iteration"]
-    match = re.match(r"it(\d+)/", str(record.get("group", "")))
-    return int(match.group(1)) if match else None
-

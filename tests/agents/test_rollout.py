@@ -169,3 +169,19 @@ def test_an_observation_wrapper_changes_what_the_policy_sees_on_every_step(
     assert seen > 0  # some episode went past its first step, or this proves nothing on steps
     if wrapper is Whisper:  # stepped through its astep, on the loop, not in a thread
         assert Whisper.on_loop == sum(t.n_turns for t in trajs)
+
+
+def test_a_share_of_the_tasks_with_their_keys_draws_what_the_whole_batch_draws(
+        backend, shared_env_factory):
+    # what a rank of `creditgym train --nproc N` does: its tasks, keyed by their batch position
+    tasks = shared_env_factory().tasks[:3]
+    renderer = ChatRenderer(backend.tokenizer)
+    cfg = config(group_size=2, max_generation_batch=1)  # unbatched: same numerics either way
+    whole = rollout(shared_env_factory, tasks, backend, renderer, cfg, seed=5)
+    share = rollout(shared_env_factory, [tasks[0], tasks[2]], backend, renderer, cfg, seed=5,
+                    task_keys=[0, 2])
+    assert [t.id for t in share] == [t.id for t in whole[:2] + whole[4:]]
+    for a, b in zip(share, whole[:2] + whole[4:]):
+        assert a.action_ids == b.action_ids and a.observation_ids == b.observation_ids
+    with pytest.raises(Exception, match="task_keys: need 2 distinct keys"):
+        rollout(shared_env_factory, tasks[:2], backend, renderer, cfg, task_keys=[1, 1])

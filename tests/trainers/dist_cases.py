@@ -26,6 +26,7 @@ from creditgym.trainers.distributed import (
     split_groups,
     world,
 )
+from creditgym.trainers.dpo import prm_update
 from creditgym.trainers.optim import OptimConfig, make_optimizer
 from creditgym.trainers.policy_step import PolicyUpdateConfig, policy_update
 from creditgym.trainers.sft import sft_step
@@ -45,6 +46,10 @@ CASES: dict[str, dict] = {
     "adamw": {"agg": "token-mean", "optim": "adamw", "ppo_epochs": 2},
     "sft": {"sft": True, "max_grad_norm": None, "micro_batch_tokens": 24},
     "sft-clip": {"sft": True, "max_grad_norm": 0.05},
+    # the implicit PRM's DPO step: pairs stay inside groups, the loss divides by global pairs;
+    # one process takes the one-pass path with a whole batch, the ranks always take two passes
+    "prm": {"prm": True, "max_grad_norm": None, "micro_batch_tokens": 24},
+    "prm-whole": {"prm": True, "max_grad_norm": None, "micro_batch_tokens": None},
 }
 
 
@@ -65,6 +70,7 @@ def run_case(name: str, distributed: bool) -> dict:
     """One case on this process's share; returns full parameters and metrics (all ranks)."""
     opts = dict(CASES[name])
     is_sft, optim = opts.pop("sft", False), opts.pop("optim", "sgd")
+    is_prm = opts.pop("prm", False)
     share = split_groups(groups()) if distributed else groups()
     trajs = [t for g in share for t in g]
     model = tiny_model(0)
@@ -80,6 +86,8 @@ def run_case(name: str, distributed: bool) -> dict:
         opt, sched = torch.optim.SGD(model.parameters(), lr=0.5), None
     if is_sft:
         metrics = sft_step(model, opt, sched, trajs, pad_id=PAD, **opts)
+    elif is_prm:
+        metrics = prm_update(model, opt, sched, trajs, pad_id=PAD, beta=1.0, **opts).metrics
     else:
         metrics = policy_update(model, opt, sched, trajs, PolicyUpdateConfig(**opts),
                                 ref_model=ref, pad_id=PAD)

@@ -165,3 +165,35 @@ def test_errors(tmp_path):
     opt, _ = make_optimizer(model, OPT)
     with pytest.raises(CheckpointError, match="no optimizer"):
         load_checkpoint(tmp_path, model=model, optimizer=opt)
+
+
+def test_a_checkpoint_before_the_first_update_leaves_the_optimiser_fresh(tmp_path):
+    """DCP's get_state_dict initialises an empty optimiser with a zero-lr step(), which counted
+    as Adam's first step and changed the bias correction of the real one (seen as a 7.7e-5
+    drift of an OPRL run against the single-file checkpoints)."""
+    from creditgym.trainers.dist_checkpoint import load_sharded, save_sharded
+
+    snap = _snapshot_pool()
+    batch = POOL[:4]
+    twins = []
+    for save_first in (False, True):
+        model = tiny_model(0)
+        opt, sched = make_optimizer(model, OPT)
+        if save_first:
+            save_sharded(tmp_path / "ckpt", 0, model=model, optimizer=opt, scheduler=sched)
+            assert not opt.state  # still fresh
+        policy_update(model, opt, sched, batch, CFG, pad_id=PAD)
+        twins.append((model, opt))
+    (plain, plain_opt), (saved, saved_opt) = twins
+    for a, b in zip(plain.parameters(), saved.parameters()):
+        assert torch.equal(a, b)
+    assert all(float(s["step"]) == 1.0 for s in saved_opt.state.values())
+    # and resuming from it gives a fresh optimiser too
+    resumed = tiny_model(7)
+    opt3, sched3 = make_optimizer(resumed, OPT)
+    extra = load_sharded(tmp_path / "ckpt", model=resumed, optimizer=opt3, scheduler=sched3)
+    assert extra["step"] == 0 and extra["optimizer_state"] is False and not opt3.state
+    policy_update(resumed, opt3, sched3, batch, CFG, pad_id=PAD)
+    for a, b in zip(plain.parameters(), resumed.parameters()):
+        assert torch.equal(a, b)
+    _restore_pool(snap)

@@ -48,7 +48,8 @@ def test_two_fsdp_ranks_equal_one_process(two_ranks, case):
                 for k in want["params"])
     assert diff <= TOL, f"{case}: 2 ranks differ from 1 by {diff:.2e}"
     assert moved > 100 * TOL  # the step is large enough for an error to show
-    for key in ("loss", "grad_norm", "tokens", "entropy", "clip_frac", "kl_ref"):
+    for key in ("loss", "grad_norm", "tokens", "entropy", "clip_frac", "kl_ref", "dpo_loss",
+                "pairs", "q_mean"):
         if key in want["metrics"]:
             assert got["metrics"][key] == pytest.approx(want["metrics"][key], rel=1e-5,
                                                         abs=1e-7), key
