@@ -98,8 +98,9 @@ def input_problems(estimator: Any) -> list[str]:
 
 
 def setup_inputs(trainer: Any, estimator: Any) -> None:
-    """Run the ``setup`` of every provider the estimator will use (once, after the policy is
-    loaded and before checkpoints are restored)."""
+    """Run the ``setup`` of every provider the estimator will use: once, after the warm start
+    of a new run (the PRM copies the warm-started policy), or before a resumed run restores
+    its checkpoints."""
     problems = input_problems(estimator)
     if problems:
         raise ConfigError("; ".join(problems))

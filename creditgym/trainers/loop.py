@@ -70,7 +70,12 @@ from creditgym.trainers.distributed import (
 from creditgym.trainers.config import TrainConfig, check_train_config
 from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
 from creditgym.trainers.heldout import heldout_ids
-from creditgym.trainers.credit_inputs import credit_inputs, record_inputs, setup_inputs
+from creditgym.trainers.credit_inputs import (
+    credit_inputs,
+    input_problems,
+    record_inputs,
+    setup_inputs,
+)
 from creditgym.trainers.model_setup import (
     load_policy,
     make_rollout_backend,
@@ -156,8 +161,10 @@ class Trainer:
         iters = self.cfg.rl.iterations * self.cfg.policy.ppo_epochs * self.cfg.policy.mini_batches
         self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
         self.credit = make_config(self.cfg.credit)
-        self.prm = None  # an input provider's setup may make one (OPRL's implicit PRM)
-        setup_inputs(self, self.credit)
+        self.prm = None  # an input provider's setup makes it (OPRL's implicit PRM), in run()
+        problems = input_problems(self.credit)
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     @property
     def backend(self):
@@ -320,10 +327,13 @@ class Trainer:
                                  scheduler=self.scheduler)
             self._refresh_rollout_model()
             start, self.history, self.evals = extra["iteration"], extra["history"], extra["evals"]
+            setup_inputs(self, self.credit)
             self._load_prm(ckpt_dir)
             self.log(f"resumed from {latest} at iteration {start}")
         else:
             self.evals["warm_start"] = self.warm_start()
+            # after the warm start: the implicit PRM starts as a copy of the warm-started policy
+            setup_inputs(self, self.credit)
             if self.cfg.eval.before:
                 self.evaluate("before", 0)
             self._checkpoint(ckpt_dir, 0)

@@ -129,6 +129,17 @@ def test_every_estimator_trains_through_the_loop(tmp_path, credit):
             assert t.advantages == a.tolist()
     if credit == "oprl":  # the implicit PRM took its DPO step and was checkpointed
         assert "prm/dpo_loss" in row and (run / "checkpoints" / "prm" / "latest").is_file()
+        # and it started as the warm-started policy (not the untrained base model)
+        import torch
+        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+        from transformers import AutoModelForCausalLM
+
+        dcp_to_torch_save(run / "checkpoints" / "prm" / "step-000000", tmp_path / "prm0.pt")
+        prm0 = torch.load(tmp_path / "prm0.pt", weights_only=False)["model"]
+        for name in ("sft-model", "base-model"):
+            ref = AutoModelForCausalLM.from_pretrained(run / name).state_dict()
+            same = all(torch.equal(prm0[k], v) for k, v in ref.items() if k in prm0)
+            assert same == (name == "sft-model"), name
 
 
 def test_demonstration_worlds_imperfect_expert_and_kl_reference(tmp_path):
