@@ -142,3 +142,117 @@ def test_matches_naive_reference(trajs, data):
     np.testing.assert_allclose(fast.episode, ep, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(fast.step, stp, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(fast.total, tot, rtol=1e-9, atol=1e-9)
+
+
+# --- mutation-testing round 3 (docs/mutation-report.md, "Third run") ---
+
+
+def test_defaults_are_gamma_095_and_no_penalty_without_an_invalid_penalty():
+    # WORKED with the default gamma 0.95: G_A = [0.95, 1], G_B = [0, 0]; step group q = {0.95, 0},
+    # mean 0.475 -> A^S = [0.475, 0 | -0.475, 0]; episode R = [1, 0] -> +-0.5 (norm mean)
+    want_step = [0.475, 0.0, -0.475, 0.0]
+    r = gigpo.advantages(**WORKED, norm="mean")
+    np.testing.assert_allclose(r.step, want_step)
+    np.testing.assert_allclose(r.episode, [0.5, 0.5, -0.5, -0.5])
+    # an invalid turn costs nothing unless invalid_penalty is set (default 0)
+    r = gigpo.advantages(**WORKED, norm="mean", valid=[True, False, True, True])
+    np.testing.assert_allclose(r.step, want_step)
+    np.testing.assert_allclose(r.episode, [0.5, 0.5, -0.5, -0.5])
+    # a penalty without `valid` has no invalid turn to apply to
+    r = gigpo.advantages(**WORKED, norm="mean", invalid_penalty=0.1)
+    np.testing.assert_allclose(r.step, want_step)
+    np.testing.assert_allclose(r.episode, [0.5, 0.5, -0.5, -0.5])
+
+
+def test_valid_flags_given_as_0_1_integers_act_as_booleans():
+    # the shared-anchor case above with valid as ints (a list and an int array): same values
+    args = ([0] * 4, ["a", "a", "b", "b"], ["s", "x", "s", "y"], [0.0, 1.0, 0.0, 0.0])
+    for valid in ([1, 0, 1, 1], np.array([1, 0, 1, 1])):
+        r = gigpo.advantages(*args, valid=valid, gamma=0.5, invalid_penalty=0.1, norm="mean",
+                             step_weight=2.0)
+        np.testing.assert_allclose(r.step, [0.25, 0.0, -0.25, 0.0])
+        np.testing.assert_allclose(r.episode, [0.5, 0.4, -0.5, -0.5])
+
+
+@pytest.mark.parametrize("with_valid", [False, True])
+@pytest.mark.parametrize("short", ["group", "traj", "anchor", "reward", "valid"])
+def test_length_mismatch_names_every_array(short, with_valid):
+    if short == "valid" and not with_valid:
+        pytest.skip("no valid array")
+    cols = {"group": [0, 0, 0], "traj": [0, 1, 2], "anchor": ["x", "x", "y"],
+            "reward": [1.0, 0.0, 0.0], "valid": [True, False, True]}
+    cols[short] = cols[short][:2]
+    names = ["group", "traj", "anchor", "reward"] + (["valid"] if with_valid else [])
+    desc = ", ".join(f"{k}={2 if k == short else 3}" for k in names)
+    kwargs = {"valid": cols["valid"], "invalid_penalty": 0.1} if with_valid else {}
+    with pytest.raises(CreditInputError) as info:
+        gigpo.advantages(cols["group"], cols["traj"], cols["anchor"], cols["reward"], **kwargs)
+    assert str(info.value) == f"arrays must have the same length, got {desc}"
+
+
+def test_error_messages_name_the_bad_input():
+    with pytest.raises(CreditInputError, match=r"^reward: value at row 1 is nan"):
+        gigpo.advantages([0, 0], [0, 1], ["x", "x"], [1.0, float("nan")])
+    with pytest.raises(CreditInputError, match=r"^norm: 'z' is not one of 'std', 'mean'$"):
+        gigpo.advantages([0], [0], ["x"], [1.0], norm="z")
+
+
+def test_step_groups_never_merge_across_groups_and_are_numbered_in_order():
+    # 3 groups of two one-turn trajectories, anchors x, y in each: 6 singleton step groups,
+    # numbered (group, anchor) in order: 0..5. All A^S are 0 though rows 1 (y, reward 1) and
+    # 4 (x, reward 0) would share a key if the (group, anchor) pairs were not kept apart.
+    r = gigpo.advantages([0, 0, 1, 1, 2, 2], [0, 1, 2, 3, 4, 5], ["x", "y"] * 3,
+                         [0.0, 1.0, 0.0, 0.0, 0.0, 1.0], norm="mean")
+    assert r.step_group.tolist() == [0, 1, 2, 3, 4, 5]
+    assert np.array_equal(r.step, np.zeros(6))
+    assert r.diagnostics["step_groups"] == 6.0
+    # group 0 rows: anchors x, y, x -> codes 0, 1, 0; group 1: y -> 2
+    r = gigpo.advantages([0, 0, 0, 1], [0, 1, 2, 3], ["x", "y", "x", "y"], [1.0, 0.0, 0.0, 1.0])
+    assert r.step_group.tolist() == [0, 1, 0, 2]
+
+
+def test_similarity_step_groups_are_numbered_from_zero_per_group_in_order():
+    # group 0: two near-duplicates (cluster 0) and one other text (1); group 1: one text (2)
+    a = ["the cat sat on the mat", "the cat sat on the hat", "completely different", "other"]
+    r = gigpo.advantages([0, 0, 0, 1], [0, 1, 2, 3], a, [1.0, 0.0, 0.0, 1.0], similarity=0.9,
+                         norm="mean", gamma=1.0)
+    assert r.step_group.tolist() == [0, 0, 1, 2]
+    assert r.diagnostics["step_groups"] == 3.0
+    assert r.diagnostics["step_group_size_mean"] == pytest.approx(4 / 3)
+    assert r.diagnostics["singleton_step_group_share"] == pytest.approx(2 / 3)
+    np.testing.assert_allclose(r.step, [0.5, -0.5, 0.0, 0.0])
+
+
+def test_similarity_clusters_scan_each_group_in_row_order():
+    # A ~ B and B ~ C (difflib ratio 0.9) but A !~ C (0.8). Scanned in row order A, B, C:
+    # A opens a cluster, B joins it, C opens a new one. Groups 0 and 1 interleave row by row
+    # (40 one-turn trajectories), so the scan order comes from a stable sort of the groups.
+    A, B, C = "abcdefghij", "abcdefghiX", "abcdefghYX"
+    texts = [f"{i:02d}" * 6 + "#" * (i % 7) for i in range(40)]  # pairwise far apart
+    texts[4], texts[6], texts[8] = A, B, C
+    group = [i % 2 for i in range(40)]
+    reward = [0.0] * 40
+    reward[4] = 1.0
+    r = gigpo.advantages(group, list(range(40)), texts, reward, similarity=0.9, norm="mean")
+    assert r.step_group[4] == r.step_group[6] != r.step_group[8]
+    # cluster {A, B} = returns {1, 0}: +-0.5; C is alone: 0
+    np.testing.assert_allclose(r.step[[4, 6, 8]], [0.5, -0.5, 0.0])
+
+
+def test_diagnostics_of_the_worked_example():
+    r = gigpo.advantages(**WORKED, gamma=1.0, norm="mean")
+    assert r.diagnostics == pytest.approx({
+        "groups": 1.0, "group_size_mean": 2.0, "group_size_min": 2.0,
+        "step_groups": 3.0, "step_group_size_mean": 4 / 3, "singleton_step_group_share": 2 / 3,
+        "zero_adv_group_share": 0.0, "mean_abs_episode": 0.5, "mean_abs_step": 0.25,
+        "mean_abs_total": 0.75})
+
+
+@pytest.mark.parametrize("bad", [0.0, 1.0, -0.1, 1.5])
+def test_config_similarity_must_be_strictly_between_0_and_1(bad):
+    from creditgym.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="similarity"):
+        gigpo.GiGPOConfig(similarity=bad)
+    assert gigpo.GiGPOConfig(similarity=0.5).similarity == 0.5
+    assert gigpo.GiGPOConfig(similarity=None).similarity is None

@@ -94,3 +94,39 @@ def test_probe_dedup_and_batching():
     # identical trajectories: 3 distinct probes, scored in 2 calls of at most 2
     assert model.calls == 2
     assert all(np.array_equal(g, got[0]) for g in got)
+
+
+# --- mutation-testing round 3 (docs/mutation-report.md, "Third run") ---
+
+
+@pytest.mark.parametrize("short", ["group", "probe_logprob", "outcome"])
+def test_length_mismatch_names_every_array(short):
+    cols = {"group": [0, 0, 0], "probe_logprob": [[-1.0], [-2.0], [-3.0]],
+            "outcome": [1.0, 0.0, 0.0]}
+    cols[short] = cols[short][:2]
+    desc = ", ".join(f"{k}={2 if k == short else 3}" for k in cols)
+    with pytest.raises(CreditInputError) as info:
+        igpo.turn_advantages(cols["group"], cols["probe_logprob"], cols["outcome"])
+    assert str(info.value) == f"arrays must have the same length, got {desc}"
+
+
+def test_error_messages_name_the_bad_input():
+    nan = float("nan")
+    with pytest.raises(CreditInputError, match=r"^outcome: value at row 1 is nan"):
+        igpo.turn_advantages([0, 0], [[-1.0], [-2.0]], [1.0, nan])
+    with pytest.raises(CreditInputError, match=r"^probe_logprob: value at row 2 is nan"):
+        igpo.turn_advantages([0, 0], [[-1.0, -0.5], [nan]], [1.0, 0.0])
+    with pytest.raises(CreditInputError, match=r"^probe_logprob: expected sequences of numbers"):
+        igpo.turn_advantages([0, 0], [[-1.0], ["x"]], [1.0, 0.0])
+    with pytest.raises(CreditInputError, match=r"^norm: 'pooled' is not 'separate' or 'joint'$"):
+        igpo.turn_advantages([0], [[-1.0]], [1.0], norm="pooled")
+    with pytest.raises(CreditInputError, match=r"^probe_logprob: trajectory 1 has no turns"):
+        igpo.turn_advantages([0, 0], [[-1.0], []], [1.0, 0.0])
+
+
+def test_pool_of_two_uses_its_population_std():
+    # two one-turn trajectories: no IG values, outcome pool {1, 0} with population variance 0.25,
+    # sigma = sqrt(0.25 + 1e-8); z = +-0.5 / (sigma + 1e-6)
+    a = igpo.turn_advantages([0, 0], [[-1.0], [-2.0]], [1.0, 0.0])
+    z = 0.5 / (np.sqrt(0.25 + 1e-8) + 1e-6)
+    np.testing.assert_allclose(np.concatenate(a), [z, -z], rtol=1e-12)

@@ -63,3 +63,60 @@ def test_oprl_dpo_pairs_match_loop():
               if succ[i] and not succ[j] and i // 4 == j // 4]
     got = oprl.trajectory_dpo_loss(group, traj, q, succ.astype(float))
     assert got == pytest.approx(np.mean(losses))
+
+
+# --- mutation-testing round 3 (docs/mutation-report.md, "Third run") ---
+
+
+def test_oprl_step_rewards_default_beta_and_the_1e6_in_the_scale():
+    # s = beta q / (max |beta q| + 1e-6) with the default beta 0.05: for q = [1, -0.5] the
+    # scale is 0.050001, so the largest step reward is 0.05 / 0.050001, just under 1
+    np.testing.assert_allclose(oprl.step_rewards([1.0, -0.5]),
+                               [0.05 / 0.050001, -0.025 / 0.050001], rtol=1e-12)
+    np.testing.assert_allclose(oprl.step_rewards([1.0, -0.5], beta=1.0),
+                               [1 / 1.000001, -0.5 / 1.000001], rtol=1e-12)
+
+
+def _length_error(call, names, short):
+    """``call(columns)`` with column ``short`` one row short: the error names every length."""
+    cols = dict(zip(names, ([0, 0, 0], ["A", "A", "B"], [1.0, 0.5, -1.0])))
+    cols[short] = cols[short][:2]
+    desc = ", ".join(f"{k}={2 if k == short else 3}" for k in cols)
+    with pytest.raises(CreditInputError) as info:
+        call(cols)
+    assert str(info.value) == f"arrays must have the same length, got {desc}"
+
+
+@pytest.mark.parametrize("short", ["group", "traj", "logratio_sum"])
+def test_oprl_dpo_loss_length_mismatch_names_every_array(short):
+    _length_error(lambda c: oprl.trajectory_dpo_loss(c["group"], c["traj"], c["logratio_sum"],
+                                                     [1, 0]),
+                  ("group", "traj", "logratio_sum"), short)
+
+
+@pytest.mark.parametrize("short", ["group", "traj", "step_reward"])
+def test_oprl_advantages_length_mismatch_names_every_array(short):
+    _length_error(lambda c: oprl.advantages(c["group"], c["traj"], [10.0, 0.0], c["step_reward"]),
+                  ("group", "traj", "step_reward"), short)
+
+
+def test_oprl_errors_name_the_bad_input():
+    nan = float("nan")
+    with pytest.raises(CreditInputError, match=r"^logratio_sum: value at row 1 is nan"):
+        oprl.step_rewards([1.0, nan])
+    with pytest.raises(CreditInputError, match=r"^logratio_sum: value at row 1 is nan"):
+        oprl.trajectory_dpo_loss([0, 0], ["a", "b"], [1.0, nan], [1, 0])
+    with pytest.raises(CreditInputError, match=r"^success: value changes inside a trajectory"):
+        oprl.trajectory_dpo_loss([0, 0, 0], ["a", "a", "b"], [1.0, 0.5, 0.0], [1, 0, 0])
+    with pytest.raises(CreditInputError, match=r"^step_reward: value at row 1 is nan"):
+        oprl.advantages([0, 0], ["a", "b"], [1.0, 0.0], [1.0, nan])
+    with pytest.raises(CreditInputError, match=r"^episode_reward: value changes inside a traj"):
+        oprl.advantages([0, 0], ["a", "a"], [1.0, 2.0], [0.1, 0.2])
+
+
+def test_oprl_success_must_exceed_one_half():
+    # success 0.5 is not a win: no (win, loss) pair, loss 0; at 0.51 the pair (a, b) gives
+    # -log sigmoid(0.05 * (1 - 0)) = log(1 + e^-0.05)
+    assert oprl.trajectory_dpo_loss([0, 0], ["a", "b"], [1.0, 0.0], [0.5, 0.0]) == 0.0
+    assert oprl.trajectory_dpo_loss([0, 0], ["a", "b"], [1.0, 0.0], [0.51, 0.0]) == \
+        pytest.approx(np.log1p(np.exp(-0.05)))
