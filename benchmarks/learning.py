@@ -223,14 +223,14 @@ def print_table(rows: list[dict], console) -> None:
     console.print(table)
 
 
-def write_png(rows: list[dict], out: Path) -> None:
+def plot_learning(rows: list[dict], out: Path) -> None:
     """Per config: success with intervals per method; mean pairwise accuracy over iterations."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from creditgym.files import atomic_writer
+    from creditgym.files import write_png
 
     configs = list(dict.fromkeys(r["config"] for r in rows))
     fig, axes = plt.subplots(len(configs), 2, figsize=(12, 4 * len(configs)), squeeze=False)
@@ -257,11 +257,7 @@ def write_png(rows: list[dict], out: Path) -> None:
                   title=f"{name}: credit accuracy of the trained estimator")
         right.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_writer(out, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    write_png(fig, out)
 
 
 # --------------------------------------------------------------------------------- main
@@ -383,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = summarize(settings, results, args)
     print_table(rows, console)
     atomic_write_text(json_out, json.dumps(rows, indent=2) + "\n")
-    write_png(rows, png_out)
+    plot_learning(rows, png_out)
     console.print(f"{n_runs} runs in {time.perf_counter() - start:.0f} s; "
                   f"json: {json_out}; png: {png_out}")
     return 0

@@ -79,6 +79,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         f.write(data)
 
 
+def write_png(fig: Any, path: str | os.PathLike, *, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as a PNG at ``path`` atomically, then close the figure (also
+    when saving fails, so repeated plots do not accumulate figures)."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_writer(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 

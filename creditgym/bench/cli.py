@@ -123,7 +123,7 @@ def cmd_credit_bench(args: argparse.Namespace) -> int:
         if flag == "--json":
             atomic_write_text(out, json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
         else:
-            write_png(rows, out)
+            plot_bench(rows, out)
         print(f"{flag[2:]}: {out}")
     return 0
 
@@ -213,7 +213,7 @@ def print_table(rows: list, trajs: list, labels: list, n_groups: int) -> None:
                       "turn_labels, or its tasks lack what the labels need): only cost is measured")
 
 
-def write_png(rows: list, out: Path) -> Path:
+def plot_bench(rows: list, out: Path) -> Path:
     """Bars of pairwise accuracy and AUC per estimator (0.5: chance), written atomically."""
     import matplotlib
 
@@ -221,7 +221,7 @@ def write_png(rows: list, out: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from creditgym.files import atomic_writer
+    from creditgym.files import write_png
 
     x = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4))
@@ -237,11 +237,7 @@ def write_png(rows: list, out: Path) -> Path:
     ax.set(ylim=(0, 1), ylabel="score", title="credit bench: turn credit against ground truth")
     ax.legend(loc="upper right")
     fig.tight_layout()
-    try:
-        with atomic_writer(out, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    write_png(fig, out)
     return out
 
 

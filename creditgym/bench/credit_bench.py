@@ -176,7 +176,7 @@ def _turn_values(trajs: Sequence[Trajectory], key: str) -> list[list[float]] | N
     return out
 
 
-def record_inputs(trajs: Sequence[Trajectory], names: Sequence[str]
+def inputs_from_records(trajs: Sequence[Trajectory], names: Sequence[str]
                   ) -> dict[str, dict[str, list[float]]]:
     """The inputs among ``names`` that every record carries (``turn_metrics[t]["input/NAME"]``),
     by name and trajectory id."""
@@ -240,7 +240,7 @@ def run_estimators(
     configs = {n: make_config({**options.get(n, {}), "name": n}) for n in names}
     batch = adapter.flatten(groups)
     wanted = sorted({i for n in names for i in (*ESTIMATORS[n].needs, *ESTIMATORS[n].optional)})
-    given = {**record_inputs(batch.trajectories, wanted), **(inputs or {})}
+    given = {**inputs_from_records(batch.trajectories, wanted), **(inputs or {})}
 
     def runs() -> Iterator[EstimatorRun]:
         for name in progress(names) if progress else names:

@@ -142,13 +142,14 @@ def tokenize_demonstration(traj: Trajectory, renderer: Any) -> Trajectory:
 def gather_demonstrations(
     env_class: Any, env_kwargs: dict[str, Any], sft: Any, *, heldout: set[str],
     heldout_fraction: float, seed: int, system_prompt: bool = True, progress: bool = False,
-    log: Callable[[str], None] = print, where: str = "env",
+    log: Callable[[str], None] = print, where: str = "env", files: list[Trajectory] | None = None,
 ) -> tuple[list[Trajectory], list[Trajectory]]:
     """(language-modelling, action) text demonstrations for ``sft`` (a ``SFTConfig``): with
     ``sft.lm_demonstrator`` and both phases, ``sft.demonstrations`` episodes of the demonstrator
     under ``{**demonstrator, **lm_demonstrator}`` and ``min(demonstrations, steps * batch_size)``
     under ``demonstrator``; else one set for both. The files' records join both phases. Tasks
-    in ``heldout`` are never demonstrated."""
+    in ``heldout`` are never demonstrated. ``files``: the demonstration files' records when the
+    caller has read them already (else they are read here)."""
     if sft.steps + sft.lm_steps <= 0:
         return [], []
 
@@ -172,7 +173,8 @@ def gather_demonstrations(
             log(f"warm start: the demonstrator gave {len(out)} of {count} episodes")
         return out
 
-    files = load_demonstration_files(sft.demonstration_files, keep=keep)
+    if files is None:
+        files = load_demonstration_files(sft.demonstration_files, keep=keep)
     if sft.lm_demonstrator is not None and sft.lm_steps > 0 and sft.steps > 0:
         lm = play({**sft.demonstrator, **sft.lm_demonstrator}, sft.demonstrations, "demo/lm/", seed)
         act = play(sft.demonstrator, min(sft.demonstrations, sft.steps * sft.batch_size),

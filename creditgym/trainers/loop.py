@@ -150,6 +150,7 @@ class Trainer:
             atomic_write_text(self.run_dir / "heldout.json", json.dumps(
                 {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
         self._demos: tuple[list, list] | None = None
+        self._files: list | None = None
         model, self.tokenizer = parallel.main_first(lambda: load_policy(  # rank 0 builds it
             self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
         self.model, self.rollout_model = parallel.prepare_policy(model, bf16=self.cfg.policy.bf16)
@@ -217,9 +218,15 @@ class Trainer:
         if corpus is None:
             demos = [d for phase in self._text_demos() for d in phase]
         else:
-            demos = load_demonstration_files(sft.demonstration_files,
-                                             keep=lambda task_id: task_id not in self.heldout)
+            demos = self._file_demos()
         return tokenizer_texts(probe, self.train_tasks, demos, corpus=corpus)
+
+    def _file_demos(self) -> list:
+        """The records of ``sft.demonstration_files`` of training tasks, read once."""
+        if self._files is None:
+            self._files = load_demonstration_files(
+                self.cfg.sft.demonstration_files, keep=lambda task_id: task_id not in self.heldout)
+        return self._files
 
     def _text_demos(self) -> tuple[list, list]:
         """(language-modelling, action) demonstrations as text records, gathered once."""
@@ -228,7 +235,7 @@ class Trainer:
                 self.env_class, self.train_kwargs, self.cfg.sft, heldout=self.heldout,
                 heldout_fraction=self.cfg.eval.heldout_fraction, seed=self.cfg.seed,
                 system_prompt=self.cfg.system_prompt, progress=self.progress, log=self.log,
-                where=f"env.id={self.cfg.env.id}")
+                where=f"env.id={self.cfg.env.id}", files=self._file_demos())
         return self._demos
 
     def warm_start(self) -> dict[str, float]:

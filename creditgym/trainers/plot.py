@@ -46,12 +46,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     axes[2].set(title="behaviour and credit", xlabel="iteration")
     axes[2].legend()
     fig.tight_layout()
-    from creditgym.files import atomic_writer
+    from creditgym.files import write_png
 
     out = Path(out) if out is not None else run_dir / "learning_curves.png"
-    try:
-        with atomic_writer(out, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    write_png(fig, out)
     return out

@@ -58,6 +58,6 @@ def warm_start(trainer: Any) -> dict[str, float]:
         trainer.rollout_model.save_pretrained(trainer.run_dir / "sft-model")
         trainer.tokenizer.save_pretrained(trainer.run_dir / "sft-model")
     barrier()  # the KL reference and vLLM load it on every rank
-    trainer._demos = None  # the text records are not needed again
+    trainer._demos = trainer._files = None  # the text records are not needed again
     return {"sft_loss": metrics.get("loss", float("nan")),
             "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}
