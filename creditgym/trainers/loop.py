@@ -57,6 +57,7 @@ from creditgym.errors import ConfigError
 from creditgym.evaluate import summarize
 from creditgym.files import atomic_write_text, atomic_writer
 from creditgym.replay import TrajectoryWriter, run_metadata
+from creditgym.replay.rescore import group_trajectories
 from creditgym.replay.io import RUN_SCHEMA, encode_line, meta_path, write_json_atomic
 from creditgym.trainers.checkpoint import latest_checkpoint
 from creditgym.trainers.dist_checkpoint import load_sharded, save_sharded
@@ -292,7 +293,7 @@ class Trainer:
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
         inputs, prm_metrics = credit_inputs(self, self.credit, ok)
         record_inputs(ok, inputs)  # kept with the records, for `creditgym credit-bench`
-        result = estimate(list(parallel.by_group(ok).values()), self.credit, inputs)
+        result = estimate(group_trajectories(ok), self.credit, inputs)
         result.assign()
         t1 = time.perf_counter()
         update = policy_update(self.model, self.optimizer, self.scheduler, ok,
@@ -306,7 +307,7 @@ class Trainer:
                 return {}
             trajs, parts = gathered
             ok, inputs = [t for t in trajs if t.advantages is not None], parallel.merged_inputs(parts)
-            result = estimate(list(parallel.by_group(ok).values()), self.credit, inputs)
+            result = estimate(group_trajectories(ok), self.credit, inputs)
         # Written after the update, with the advantages it used (errored trajectories were not
         # trained on: theirs stay null); committed by the next checkpoint (see run()).
         for t in trajs:

@@ -112,10 +112,3 @@ def merged_inputs(parts: Sequence[dict | None]) -> dict | None:
             out.setdefault(name, {}).update(values)
     return out
 
-
-def by_group(trajs: Sequence[Trajectory]) -> dict[str, list[Trajectory]]:
-    """Trajectories by group key, groups in first-seen order."""
-    groups: dict[str, list[Trajectory]] = {}
-    for t in trajs:
-        groups.setdefault(t.group, []).append(t)
-    return groups
