@@ -218,14 +218,21 @@ def _work(jobs: queue.SimpleQueue, idle: threading.Semaphore) -> None:
         if not future.set_running_or_notify_cancel():  # cancelled while it waited
             continue
         try:
-            future.set_result(job())
+            outcome, failed = job(), False
         except BaseException as exc:  # noqa: BLE001 - jobs return outcomes; belt and braces
-            future.set_exception(exc)
-        del future, job
+            outcome, failed = exc, True
+        del job
         # Count this worker idle only when it will wait: over-counting would make submit() skip
         # starting a worker that is needed; under-counting at worst starts one within the cap.
+        # Counted *before* the result is published, so a caller that submits its next call as
+        # soon as this one resolves finds this worker idle instead of starting another.
         if jobs.empty():
             idle.release()
+        if failed:
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+        del future, outcome
 
 
 def _shutdown(pool: _ThreadPool, processes: Any) -> None:
