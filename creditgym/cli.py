@@ -249,6 +249,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from creditgym.trainers.export import export_model
+
+    export_model(args.run_dir, args.out, checkpoint=args.checkpoint, force=args.force)
+    return 0
+
+
 def _deep_update(base: dict, updates: dict) -> None:
     for key, value in updates.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -328,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="PNG to write (default RUN_DIR/learning_curves.png)")
     p.add_argument("--force", action="store_true", help="replace the PNG if it exists")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("export-model", help="write a run's trained policy as a Hugging Face "
+                       "folder (safetensors; LoRA merged) for eval, serve-policy and vLLM")
+    p.add_argument("run_dir", help="a `creditgym train` run folder")
+    p.add_argument("--out", required=True, help="folder to write (created atomically)")
+    p.add_argument("--checkpoint", help="a step-NNNNNN folder (default: the run's latest)")
+    p.add_argument("--force", action="store_true", help="replace --out if it is not empty")
+    p.set_defaults(func=cmd_export_model)
 
     from creditgym.agents.policy_server import add_serve_policy_arguments, run_serve_policy
 

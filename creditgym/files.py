@@ -6,6 +6,8 @@
   and the temporary file is removed (a kill can leave a ``.<name>.*.tmp`` file, never a torn
   target).
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: the same for data already in memory.
+- :func:`atomic_dir`: the same for a folder (a model folder): filled in a hidden staging folder
+  beside the target, fsynced, then swapped in; an old target is removed only after the swap.
 - :func:`check_output`: the guard every file-writing command calls first: the output must not be
   one of the command's inputs (compared after resolving symlinks, ``./`` and hard links), and an
   existing output is only replaced with ``force``. The error names the path and the flag.
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -71,6 +74,34 @@ def atomic_write_text(
     """Replace ``path`` with ``text`` atomically (encoding errors raise before anything changes)."""
     data = text.encode(encoding, errors)
     atomic_write_bytes(path, data)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden staging folder beside ``path``; on a clean exit its files are
+    fsynced and it replaces ``path`` (an old ``path`` is moved aside first and removed after
+    the swap); on an exception it is removed and ``path`` is untouched."""
+    out = Path(path).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        yield staging
+        for f in staging.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        fsync_dir(staging)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+        fsync_dir(out.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -202,6 +233,7 @@ def check_output_dir(
 
 
 __all__ = [
+    "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_writer",

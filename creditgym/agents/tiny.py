@@ -21,17 +21,15 @@ decoded verbatim even with ``skip_special_tokens=True``.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from creditgym.errors import ConfigError
+from creditgym.files import atomic_dir
 
 ENDOFTEXT = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -196,9 +194,7 @@ def build_tiny_model(
                 f"[tiny-model {time.perf_counter() - t0:5.1f}s] {msg}", file=sys.stderr, flush=True
             )
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:  # an old out_dir is replaced only once this is complete
         log(f"training byte-level BPE tokenizer (target vocab {config.vocab_size})")
         tokenizer = train_tokenizer(texts, config)
         log(f"tokenizer has {len(tokenizer)} tokens; building Llama {_shape(config)}")
@@ -208,10 +204,6 @@ def build_tiny_model(
         model.save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
         params = sum(p.numel() for p in model.parameters())
-        _replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"saved {params:,} parameters to {out}")
     return out
 
@@ -315,14 +307,3 @@ def _portable_tokenizer_config(path: Path) -> None:
     if extra:
         settings["additional_special_tokens"] = extra
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Move the finished build into place; an old ``out`` is removed only after the swap."""
-    if not out.exists():
-        os.replace(staging, out)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    os.replace(out, trash / out.name)
-    os.replace(staging, out)
-    shutil.rmtree(trash, ignore_errors=True)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from creditgym.envs.registration import DEFAULT_ENV_ID
 from creditgym.errors import ConfigError
+from creditgym.trainers.lora import LoraSettings, lora_problems
 from creditgym.trainers.optim import OptimConfig
 from creditgym.trainers.policy_step import PolicyUpdateConfig
 
@@ -43,6 +44,12 @@ class ModelConfig:
     """Where the trained model lives: ``auto`` (CUDA when available, else CPU), ``cpu``,
     ``cuda``, ``cuda:1``... Weights stay float32; on CUDA the forward passes run under bf16
     autocast."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Low-rank adapters through peft (``lora.r > 0``): only the adapters train and are
+    checkpointed; rollout engines and exported folders get the merged weights."""
+    cpu_offload: bool = False
+    """With several ranks, keep the sharded parameters, gradients and optimiser state in CPU
+    memory between uses (FSDP2's ``CPUOffloadPolicy``): less GPU memory, slower steps."""
 
 
 @dataclass
@@ -273,6 +280,7 @@ def _model_problems(cfg: TrainConfig) -> list[str]:
         out.append(str(exc))
     except (RuntimeError, ValueError) as exc:  # torch.device("nonsense")
         out.append(f"model.device={m.device!r}: {exc}; use auto, cpu, cuda or cuda:N")
+    out += lora_problems(m.lora)
     if not 0 < r.gpu_memory_utilization <= 1:
         out.append(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization}: must be in (0, 1]")
     if r.max_model_len is not None and r.max_model_len < 1:

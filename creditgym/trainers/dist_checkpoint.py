@@ -9,7 +9,8 @@ Layout (the same ``step-NNNNNN`` / ``latest`` scheme as :mod:`creditgym.trainers
     latest         names the newest complete step directory
 
 Model and optimiser go through ``get_state_dict`` / ``set_state_dict``
-(``torch.distributed.checkpoint.state_dict``): keys are parameter names, tensors are saved as
+(``torch.distributed.checkpoint.state_dict``), trainable parameters only (a LoRA run checkpoints
+its adapters; the frozen base comes from the base model folder): keys are parameter names, tensors are saved as
 each rank's shards and DCP reshards on load, so a checkpoint written by 2 ranks resumes on 1 and
 the other way round. A rank whose RNG file is missing (resuming on more ranks than saved) takes
 rank 0's states, then reseeds torch with a number drawn from them plus its rank (rollout
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
@@ -95,11 +97,12 @@ def save_sharded(directory: str | Path, step: int, *, model: torch.nn.Module,
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
         tmp.mkdir()
     barrier()
+    opts = _options(model)
     if with_optimizer:
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
         state = {"model": model_sd, "optimizer": optim_sd}
     else:
-        state = {"model": get_model_state_dict(model)}
+        state = {"model": get_model_state_dict(model, options=opts)}
     with _quiet():
         dcp.save(state, checkpoint_id=str(tmp))
     torch.save(rng_state(), tmp / f"rng-rank{rank()}.pt")
@@ -130,6 +133,31 @@ def save_sharded(directory: str | Path, step: int, *, model: torch.nn.Module,
     return final
 
 
+def _options(model: torch.nn.Module) -> StateDictOptions:
+    # Trainable parameters only: frozen ones (LoRA's base weights) come from the base model
+    # folder, never change, and would make every checkpoint a full copy of the model.
+    frozen = any(not p.requires_grad for p in model.parameters())
+    return StateDictOptions(ignore_frozen_params=True, strict=not frozen)
+
+
+def load_model_weights(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load only the model's (trainable) weights of a :func:`save_sharded` checkpoint (``path``:
+    a step directory or a folder with ``latest``) into ``model``, at any world size; returns
+    the checkpoint's ``extra`` (e.g. for ``creditgym export-model``)."""
+    ckpt = _resolve(path)
+    if (ckpt / "model.pt").is_file():
+        raise CheckpointError(f"{ckpt} is a single-process checkpoint (model.pt), written before "
+                              "sharded checkpoints; resume the run once to convert it")
+    extra = json.loads((ckpt / "extra.json").read_text())
+    opts = _options(model)
+    state = {"model": get_model_state_dict(model, options=opts)}
+    with _quiet():
+        dcp.load(state, checkpoint_id=str(ckpt))
+    set_model_state_dict(model, state["model"], options=opts)
+    extra["path"] = str(ckpt)
+    return extra
+
+
 def load_sharded(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  restore_rng: bool = True) -> dict[str, Any]:
@@ -143,18 +171,16 @@ def load_sharded(path: str | Path, *, model: torch.nn.Module, optimizer: torch.o
         return load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler,
                                restore_rng=restore_rng)
     extra = json.loads((ckpt / "extra.json").read_text())
+    opts = _options(model)
     if extra.get("optimizer_state", True):
-        model_sd, optim_sd = get_state_dict(model, optimizer)
+        model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
         state = {"model": model_sd, "optimizer": optim_sd}
         with _quiet():
             dcp.load(state, checkpoint_id=str(ckpt))
         set_state_dict(model, optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"])
+                       optim_state_dict=state["optimizer"], options=opts)
     else:  # saved before the first update: the optimiser stays fresh (see save_sharded)
-        state = {"model": get_model_state_dict(model)}
-        with _quiet():
-            dcp.load(state, checkpoint_id=str(ckpt))
-        set_model_state_dict(model, state["model"])
+        load_model_weights(ckpt, model)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     if restore_rng:

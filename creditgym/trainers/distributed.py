@@ -202,17 +202,21 @@ def even_micro_batches(micros: list[Batch]) -> list[Batch]:
     return micros + [pad] * (n - len(micros))
 
 
-def shard_model(model: torch.nn.Module, *, mixed_precision: bool) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, *, mixed_precision: bool,
+                cpu_offload: bool = False) -> torch.nn.Module:
     """FSDP2 on ``model`` in place (each decoder layer, then the root); returns it.
 
     Decoder layers are the modules whose class is named in ``model._no_split_modules`` (every
     transformers causal LM declares it). On CUDA with ``mixed_precision``, parameters are
     all-gathered and computed in bf16 while gradients are reduced in fp32 into fp32 sharded
-    master weights; on CPU everything stays fp32. Gradients are summed over ranks (module
-    docstring). Needs :func:`init_distributed` first.
+    master weights; on CPU everything stays fp32. ``cpu_offload``: sharded parameters,
+    gradients and optimiser state live in CPU memory and are copied to the device per use
+    (``CPUOffloadPolicy``). Gradients are summed over ranks (module docstring). Needs
+    :func:`init_distributed` first.
     """
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy
+    from torch.distributed.fsdp import fully_shard
 
     if not dist.is_initialized():
         raise DistributedError("shard_model needs a process group; call init_distributed() "
@@ -225,9 +229,12 @@ def shard_model(model: torch.nn.Module, *, mixed_precision: bool) -> torch.nn.Mo
         mp = MixedPrecisionPolicy()
     names = set(getattr(model, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in names and m is not model]
+    # pinned host memory speeds the copies to a GPU; a CPU-only machine has none to pin
+    offload = (CPUOffloadPolicy(pin_memory=torch.cuda.is_available()) if cpu_offload
+               else OffloadPolicy())
     for layer in layers:
-        fully_shard(layer, mesh=mesh, mp_policy=mp)
-    fully_shard(model, mesh=mesh, mp_policy=mp)
+        fully_shard(layer, mesh=mesh, mp_policy=mp, offload_policy=offload)
+    fully_shard(model, mesh=mesh, mp_policy=mp, offload_policy=offload)
     for m in [*layers, model]:
         # sum, never average: losses are already divided by global counts (module docstring)
         m.set_gradient_divide_factor(1.0)

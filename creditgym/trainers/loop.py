@@ -71,6 +71,7 @@ from creditgym.trainers.distributed import (
 from creditgym.trainers.config import TrainConfig, check_train_config
 from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
 from creditgym.trainers.heldout import heldout_ids
+from creditgym.trainers.lora import apply_lora, plain_state_dict
 from creditgym.trainers.credit_inputs import (
     credit_inputs,
     input_problems,
@@ -154,7 +155,9 @@ class Trainer:
         self._files: list | None = None
         model, self.tokenizer = parallel.main_first(lambda: load_policy(  # rank 0 builds it
             self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
-        self.model, self.rollout_model = parallel.prepare_policy(model, bf16=self.cfg.policy.bf16)
+        model = apply_lora(model, self.cfg.model.lora, seed=self.cfg.seed)
+        self.model, self.rollout_model = parallel.prepare_policy(
+            model, bf16=self.cfg.policy.bf16, cpu_offload=self.cfg.model.cpu_offload)
         self._train_envs = [probe]
         self.pad_id = self.tokenizer.pad_token_id
         self.renderer = ChatRenderer(self.tokenizer)
@@ -184,11 +187,13 @@ class Trainer:
         # The transformers backend generates with the rollout model itself; others get a copy.
         self._refresh_rollout_model()
         if getattr(self.backend, "model", None) is not self.rollout_model:
-            self.backend.load_weights(self.rollout_model.state_dict())
+            self.backend.load_weights(plain_state_dict(self.rollout_model))  # LoRA merged
 
     def trainable_copy(self) -> torch.nn.Module:
         """A separately trained copy of the current policy (sharded with several ranks)."""
-        return parallel.trainable_copy(self.rollout_model, bf16=self.cfg.policy.bf16)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        return parallel.trainable_copy(self.rollout_model, trainable, bf16=self.cfg.policy.bf16,
+                                       cpu_offload=self.cfg.model.cpu_offload)
 
     def _reference(self):
         """The frozen KL reference (the warm-started policy), loaded only when kl_coef > 0."""
@@ -200,7 +205,7 @@ class Trainer:
             path = starting_model_dir(self.cfg, self.run_dir)
             self.ref_model = parallel.frozen_copy(AutoModelForCausalLM.from_pretrained(
                 str(path)).to(next(self.rollout_model.parameters()).device),
-                bf16=self.cfg.policy.bf16)
+                bf16=self.cfg.policy.bf16, cpu_offload=self.cfg.model.cpu_offload)
         return self.ref_model
 
     def _test_env(self):

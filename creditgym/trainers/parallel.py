@@ -42,27 +42,37 @@ from creditgym.trajectory import Trajectory
 R = TypeVar("R")
 
 
-def prepare_policy(model: torch.nn.Module, *, bf16: bool
+def prepare_policy(model: torch.nn.Module, *, bf16: bool, cpu_offload: bool = False
                    ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(trained model, rollout model): the same module in a world of one; else the model
     sharded in place and an unsharded copy taken before sharding."""
     if world() == 1:
         return model, model
     rollout_model = copy.deepcopy(model).requires_grad_(False)
-    return shard_model(model, mixed_precision=bf16), rollout_model
+    return shard_model(model, mixed_precision=bf16, cpu_offload=cpu_offload), rollout_model
 
 
-def frozen_copy(model: torch.nn.Module, *, bf16: bool) -> torch.nn.Module:
+def frozen_copy(model: torch.nn.Module, *, bf16: bool, cpu_offload: bool = False
+                ) -> torch.nn.Module:
     """A module for a trainer-side forward only (the KL reference): sharded with several ranks
     (its forwards then join the policy's micro-batch passes)."""
     model.requires_grad_(False)
-    return shard_model(model, mixed_precision=bf16) if world() > 1 else model
+    if world() == 1:
+        return model
+    return shard_model(model, mixed_precision=bf16, cpu_offload=cpu_offload)
 
 
-def trainable_copy(unsharded: torch.nn.Module, *, bf16: bool) -> torch.nn.Module:
-    """A separately trained copy of the policy (the implicit PRM), sharded with several ranks."""
-    model = copy.deepcopy(unsharded).requires_grad_(True)
-    return shard_model(model, mixed_precision=bf16) if world() > 1 else model
+def trainable_copy(unsharded: torch.nn.Module, trainable: set[str], *, bf16: bool,
+                   cpu_offload: bool = False) -> torch.nn.Module:
+    """A separately trained copy of the policy (the implicit PRM) in which the parameters named
+    in ``trainable`` train (the policy's: LoRA adapters stay adapters), sharded with several
+    ranks."""
+    model = copy.deepcopy(unsharded)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in trainable)
+    if world() == 1:
+        return model
+    return shard_model(model, mixed_precision=bf16, cpu_offload=cpu_offload)
 
 
 def main_first(fn: Callable[[], R]) -> R:

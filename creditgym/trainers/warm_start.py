@@ -10,6 +10,7 @@ from typing import Any
 from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.trainers.demos import tokenize_demonstration
 from creditgym.trainers.distributed import barrier, world
+from creditgym.trainers.lora import plain_model
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.sft import sft_step
 
@@ -55,7 +56,8 @@ def warm_start(trainer: Any) -> dict[str, float]:
     # credit estimators) can start from the same warm start with model.path.
     trainer._refresh_rollout_model()
     if trainer.main:
-        trainer.rollout_model.save_pretrained(trainer.run_dir / "sft-model")
+        # LoRA: the adapters merged in, a plain folder (the KL reference and vLLM load it)
+        plain_model(trainer.rollout_model).save_pretrained(trainer.run_dir / "sft-model")
         trainer.tokenizer.save_pretrained(trainer.run_dir / "sft-model")
     barrier()  # the KL reference and vLLM load it on every rank
     trainer._demos = trainer._files = None  # the text records are not needed again

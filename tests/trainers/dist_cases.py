@@ -27,6 +27,7 @@ from creditgym.trainers.distributed import (
     world,
 )
 from creditgym.trainers.dpo import prm_update
+from creditgym.trainers.lora import LoraSettings, apply_lora
 from creditgym.trainers.optim import OptimConfig, make_optimizer
 from creditgym.trainers.policy_step import PolicyUpdateConfig, policy_update
 from creditgym.trainers.sft import sft_step
@@ -50,6 +51,11 @@ CASES: dict[str, dict] = {
     # one process takes the one-pass path with a whole batch, the ranks always take two passes
     "prm": {"prm": True, "max_grad_norm": None, "micro_batch_tokens": 24},
     "prm-whole": {"prm": True, "max_grad_norm": None, "micro_batch_tokens": None},
+    # LoRA adapters on every linear layer: frozen base weights sit in the same FSDP2 groups as
+    # the adapters; the base must not move on any rank, the adapters as on one process
+    "lora": {"lora": True, "agg": "token-mean", "max_grad_norm": 0.02, "micro_batch_tokens": 24},
+    # FSDP2's CPUOffloadPolicy (on a CPU a copy per use, but the same code path as on a GPU)
+    "cpu-offload": {"cpu_offload": True, "agg": "token-mean", "max_grad_norm": None},
 }
 
 
@@ -66,24 +72,37 @@ def groups() -> list[list]:
     return out
 
 
+def lora_model() -> torch.nn.Module:
+    """The tiny model with rank-4 adapters whose B is non-zero, so A gets a gradient too."""
+    model = apply_lora(tiny_model(0), LoraSettings(r=4, alpha=8.0), seed=0)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return model
+
+
 def run_case(name: str, distributed: bool) -> dict:
     """One case on this process's share; returns full parameters and metrics (all ranks)."""
     opts = dict(CASES[name])
     is_sft, optim = opts.pop("sft", False), opts.pop("optim", "sgd")
-    is_prm = opts.pop("prm", False)
+    is_prm, lora = opts.pop("prm", False), opts.pop("lora", False)
+    offload = opts.pop("cpu_offload", False)
     share = split_groups(groups()) if distributed else groups()
     trajs = [t for g in share for t in g]
-    model = tiny_model(0)
+    model = lora_model() if lora else tiny_model(0)
     ref = tiny_model(1).eval() if opts.get("kl_coef") else None
     if distributed:
-        shard_model(model, mixed_precision=False)
+        shard_model(model, mixed_precision=False, cpu_offload=offload)
         if ref is not None:
             shard_model(ref, mixed_precision=False)
     if optim == "adamw":
         opt, sched = make_optimizer(model, OptimConfig(lr=1e-3, weight_decay=0.1,
                                                        warmup_steps=2))
     else:
-        opt, sched = torch.optim.SGD(model.parameters(), lr=0.5), None
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        opt, sched = torch.optim.SGD(trainable, lr=0.5), None
     if is_sft:
         metrics = sft_step(model, opt, sched, trajs, pad_id=PAD, **opts)
     elif is_prm:

@@ -41,13 +41,20 @@ def test_two_fsdp_ranks_equal_one_process(two_ranks, case):
     want = dist_cases.run_case(case, distributed=False)
     # rank 0 trained on 3 of the 5 groups (7 of 13 trajectories): a real split
     assert got["shares"] == [2, 4, 1]
-    start = dict(dist_cases.tiny_model(0).named_parameters())
+    lora = dist_cases.CASES[case].get("lora", False)
+    start = dict((dist_cases.lora_model() if lora else dist_cases.tiny_model(0)).named_parameters())
     assert got["params"].keys() == want["params"].keys()
     diff = max(float((got["params"][k] - want["params"][k]).abs().max()) for k in want["params"])
     moved = max(float((want["params"][k] - start[k].detach()).abs().max())
                 for k in want["params"])
     assert diff <= TOL, f"{case}: 2 ranks differ from 1 by {diff:.2e}"
     assert moved > 100 * TOL  # the step is large enough for an error to show
+    if lora:  # only the adapters train, on every rank
+        frozen = [k for k in want["params"] if "lora_" not in k]
+        assert len(frozen) > 10  # embeddings, norms, the 14 wrapped linears
+        for k in frozen:
+            assert torch.equal(got["params"][k], start[k].detach()), k
+            assert torch.equal(want["params"][k], start[k].detach()), k
     for key in ("loss", "grad_norm", "tokens", "entropy", "clip_frac", "kl_ref", "dpo_loss",
                 "pairs", "q_mean"):
         if key in want["metrics"]:

@@ -1,5 +1,6 @@
 """`creditgym train --nproc 2` on a CPU (gloo, FSDP2): one run folder, DCP checkpoints that
-resume at another world size, and a killed rank that ends the job with a clear message."""
+resume at another world size (1 -> 2 -> 1), and a killed rank that ends the job with a clear
+message, after which the run (LoRA adapters under FSDP2) resumes in one process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch.distributed.checkpoint as dcp
 
 from creditgym.cli import main
 from creditgym.replay import read_trajectories
@@ -23,16 +25,20 @@ BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "sft.steps
         "--set", "sft.lm_steps=1", "--set", "eval.before=false"]
 
 
-def test_two_ranks_write_one_run_and_resume_on_one(tmp_path, monkeypatch):
+def test_runs_resume_across_world_sizes(tmp_path, monkeypatch):
+    """1 process -> 2 ranks -> 1 process, each resuming the other's checkpoint."""
     monkeypatch.setenv("CREDITGYM_DIST_TIMEOUT_S", "120")
     run = tmp_path / "run"
+    assert main([*BASE, "--set", f"run_dir={run}", "--set", "rl.iterations=1"]) == 0
+    first = [t.to_dict() for t in read_trajectories(run / "rollouts.jsonl")]
     assert main([*BASE, "--set", f"run_dir={run}", "--set", "rl.iterations=2",
-                 "--nproc", "2"]) == 0
+                 "--resume", "--nproc", "2"]) == 0
     assert [r["iteration"] for r in rows(run)] == [0, 1]
-    for r in rows(run):  # rank 0's row covers both ranks' groups
-        assert r["rollout/trajectories"] == 6 and r["credit/groups"] == 2
+    assert rows(run)[1]["rollout/trajectories"] == 6  # rank 0's row covers both ranks' groups
+    assert rows(run)[1]["credit/groups"] == 2
     trajs = read_trajectories(run / "rollouts.jsonl")
     assert len(trajs) == len({t.id for t in trajs}) == 12  # every trajectory, once
+    assert [t.to_dict() for t in trajs[:6]] == first  # committed records stay as they were
     assert [t.iteration for t in trajs] == [0] * 6 + [1] * 6
     assert all(t.advantages is not None for t in trajs if t.error is None and t.n_turns > 0)
     assert not list(run.glob("*rank*"))  # no per-rank files in the run folder
@@ -40,7 +46,7 @@ def test_two_ranks_write_one_run_and_resume_on_one(tmp_path, monkeypatch):
     names = {p.name for p in ckpt.iterdir()}
     assert {".metadata", "rng-rank0.pt", "rng-rank1.pt", "scheduler.pt", "extra.json"} <= names
     assert len([n for n in names if n.endswith(".distcp")]) == 2  # one shard file per rank
-    # the 2-rank checkpoint resumes in one process; committed records stay as they were
+    # the 2-rank checkpoint resumes in one process
     before = [t.to_dict() for t in trajs]
     assert main([*BASE, "--set", f"run_dir={run}", "--set", "rl.iterations=3",
                  "--resume", "--nproc", "1"]) == 0
@@ -63,12 +69,14 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
     return None
 
 
-def test_a_killed_rank_ends_the_job_with_a_clear_message(tmp_path):
+def test_a_killed_lora_rank_ends_the_job_with_a_clear_message_then_resumes_on_one(tmp_path):
+    """LoRA under FSDP2 too: the adapters train and are checkpointed alone, at any world size."""
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "CREDITGYM_DIST_TIMEOUT_S": "15"}
+    argv = [*BASE, "--set", f"run_dir={run}", "--set", "rl.iterations=4",
+            "--set", "model.lora.r=4"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "creditgym.cli", *BASE, "--set", f"run_dir={run}",
-         "--set", "rl.iterations=6", "--nproc", "2"],
+        [sys.executable, "-m", "creditgym.cli", *argv, "--nproc", "2"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 300
@@ -87,4 +95,13 @@ def test_a_killed_rank_ends_the_job_with_a_clear_message(tmp_path):
     assert proc.returncode == 2
     assert "creditgym train: error: rank 1 of 2 was killed by SIGKILL; the job was stopped" in err
     assert "continue with --resume" in err
-    assert 1 <= len(rows(run)) < 6
+    done = len(rows(run))
+    assert 1 <= done < 4
+    assert main([*argv, "--resume", "--nproc", "1"]) == 0
+    assert [r["iteration"] for r in rows(run)] == [0, 1, 2, 3]
+    assert len({t.id for t in read_trajectories(run / "rollouts.jsonl")}) == 4 * 6
+    saved = dcp.FileSystemReader(str(run / "checkpoints" / "step-000004")).read_metadata()
+    model_keys = [k for k in saved.state_dict_metadata if k.startswith("model.")]
+    # adapters only (and the tiny model's head: an alias of its frozen, tied embedding)
+    assert model_keys and all("lora_" in k or k.endswith("lm_head.weight") for k in model_keys)
+    assert not (run / "sft-model" / "adapter_config.json").exists()  # a plain, merged folder
