@@ -141,6 +141,11 @@ class RLConfig:
     """Context budget of one trajectory; longer episodes are truncated."""
     lr: float = 3e-4
     """Learning rate of the policy updates."""
+    off_policy_steps: int = 0
+    """0: every iteration's rollouts use the current policy. 1: the next iteration's rollouts
+    are generated (by a frozen copy of the policy) while this iteration's update runs, one
+    update stale; the PPO ratio to the sampled log-probs corrects and clips for it (see
+    ``creditgym.trainers.prefetch``)."""
 
 
 @dataclass
@@ -219,6 +224,9 @@ def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints={cfg.keep_checkpoints}: must be >= 1")
     need(cfg.prm_lr > 0, f"prm_lr={cfg.prm_lr}: must be > 0")
     rl = cfg.rl
+    need(rl.off_policy_steps in (0, 1),
+         f"rl.off_policy_steps={rl.off_policy_steps}: must be 0 (on-policy) or 1 (the next "
+         "iteration's rollouts during this update)")
     need(rl.iterations >= 1, f"rl.iterations={rl.iterations}: must be >= 1 (rollout-credit-update "
          "iterations; set sft and eval options alone for a warm start without RL)")
     need(rl.tasks_per_iteration >= 1, f"rl.tasks_per_iteration={rl.tasks_per_iteration}: must be >= 1")

@@ -11,7 +11,9 @@ never trained on, demonstrated or fitted to (the run's ``heldout.json`` and a no
 One iteration: sample training tasks, roll out ``group_size`` trajectories each with the current
 policy (the in-process backend shares the trainer's model, so weights are in sync by
 construction), turn outcomes into per-token advantages with the configured credit estimator,
-and take one policy-gradient update. Everything a run produces lives in ``run_dir``:
+and take one policy-gradient update (with ``rl.off_policy_steps: 1`` the next iteration's
+rollouts are generated during it: ``creditgym.trainers.prefetch``). Everything a run produces
+lives in ``run_dir``:
 ``config.yaml``, ``checkpoints/`` (atomic, resumable), ``metrics.jsonl`` (one row per
 iteration), ``rollouts.jsonl`` (every trajectory), ``eval-*.jsonl`` and ``learning_curves.png``.
 
@@ -55,10 +57,9 @@ from creditgym.credit.registry import estimate, make_config
 from creditgym.envs.factory import env_factory
 from creditgym.errors import ConfigError
 from creditgym.evaluate import summarize
-from creditgym.files import atomic_write_text, atomic_writer
+from creditgym.files import atomic_write_text
 from creditgym.replay import TrajectoryWriter, run_metadata
 from creditgym.replay.rescore import group_trajectories
-from creditgym.replay.io import RUN_SCHEMA, encode_line, meta_path, write_json_atomic
 from creditgym.trainers.checkpoint import latest_checkpoint
 from creditgym.trainers.dist_checkpoint import load_sharded, save_sharded
 from creditgym.trainers.distributed import (
@@ -70,7 +71,7 @@ from creditgym.trainers.distributed import (
 )
 from creditgym.trainers.config import TrainConfig, check_train_config
 from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
-from creditgym.trainers.heldout import heldout_ids
+from creditgym.trainers.heldout import evaluate, heldout_ids
 from creditgym.trainers.lora import apply_lora, plain_state_dict
 from creditgym.trainers.credit_inputs import (
     credit_inputs,
@@ -87,6 +88,7 @@ from creditgym.trainers.model_setup import (
 from creditgym.trainers import parallel
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
+from creditgym.trainers.prefetch import RolloutPrefetch
 from creditgym.trainers.run_files import brief, drop_uncommitted
 from creditgym.trainers.warm_start import warm_start
 
@@ -156,8 +158,11 @@ class Trainer:
         model, self.tokenizer = parallel.main_first(lambda: load_policy(  # rank 0 builds it
             self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
         model = apply_lora(model, self.cfg.model.lora, seed=self.cfg.seed)
+        off_policy = self.cfg.rl.off_policy_steps > 0  # generation needs its own copy then
         self.model, self.rollout_model = parallel.prepare_policy(
-            model, bf16=self.cfg.policy.bf16, cpu_offload=self.cfg.model.cpu_offload)
+            model, bf16=self.cfg.policy.bf16, cpu_offload=self.cfg.model.cpu_offload,
+            separate_rollout_copy=off_policy)
+        self.prefetch = RolloutPrefetch(self.collect) if off_policy else None
         self._train_envs = [probe]
         self.pad_id = self.tokenizer.pad_token_id
         self.renderer = ChatRenderer(self.tokenizer)
@@ -208,7 +213,8 @@ class Trainer:
                 bf16=self.cfg.policy.bf16, cpu_offload=self.cfg.model.cpu_offload)
         return self.ref_model
 
-    def _test_env(self):
+    def test_env(self):
+        """A held-out environment (the first one built at setup, then new ones)."""
         return self._test_envs.pop() if self._test_envs else self.make_test_env()
 
     def _train_env(self):
@@ -249,37 +255,12 @@ class Trainer:
         return warm_start(self)
 
     def evaluate(self, name: str, updates: int) -> dict[str, float]:
-        """Roll out the test split; ``eval-NAME.jsonl`` is written whole, its records marked with
-        ``updates`` (the policy updates taken before it)."""
-        ev = self.cfg.eval
-        config = RolloutConfig(group_size=1, max_context_tokens=self.cfg.rl.max_context_tokens,
-                               system_prompt=self.cfg.system_prompt,
-                               batching=self.cfg.rollout.batching,
-                               sampling=SamplingParams(max_new_tokens=self.cfg.rl.max_new_tokens,
-                                                       temperature=ev.temperature,
-                                                       stop=self.stop, seed=self.cfg.seed))
-        tasks = self.test_tasks[: ev.episodes]
-        mine = parallel.share(len(tasks))  # every task on one process or split over ranks
-        trajs = rollout(self._test_env, [tasks[i] for i in mine], self.backend, self.renderer,
-                        config, seed=self.cfg.seed, env_id=self.cfg.env.id,
-                        env_kwargs=self.test_kwargs, task_keys=mine)
-        gathered = parallel.gather_trajectories(trajs, [t.id for t in tasks])
-        if gathered is None:
-            return {}  # not rank 0: it writes and summarises
-        trajs = gathered[0]
-        for t in trajs:
-            t.iteration = updates
-        path = self.run_dir / f"eval-{name}.jsonl"
-        with atomic_writer(path, "wb") as f:  # readers never see half an evaluation
-            f.writelines(encode_line(t) for t in trajs)
-        write_json_atomic(meta_path(path), {"schema": RUN_SCHEMA, "run": run_metadata(phase=name),
-                                            "resumed": []})
-        summary = summarize(trajs, self.env_class.aggregate_metrics)
-        self.evals[name] = summary
-        self.log(f"eval {name}: {brief(summary)}")
-        return summary
+        """Roll out the held-out tasks (``creditgym.trainers.heldout.evaluate``)."""
+        return evaluate(self, name, updates)
 
-    def iteration(self, it: int, writer: TrajectoryWriter) -> dict[str, Any]:
+    def collect(self, it: int) -> tuple[list, list, float]:
+        """Iteration ``it``'s tasks, this rank's rollouts of them (with the rollout copy and the
+        backend only: safe in the prefetch thread) and the seconds they took."""
         rl = self.cfg.rl
         t0 = time.perf_counter()
         tasks = random.Random(self.cfg.seed * 100_003 + it).sample(
@@ -294,17 +275,38 @@ class Trainer:
         trajs = rollout(self._train_env, [tasks[i] for i in mine], self.backend, self.renderer,
                         config, seed=self.cfg.seed + it, group_prefix=f"it{it:04d}/",
                         env_id=self.cfg.env.id, env_kwargs=self.train_kwargs, task_keys=mine)
-        t_rollout = time.perf_counter() - t0
+        return tasks, trajs, time.perf_counter() - t0
+
+    def _prefetches_after(self, it: int) -> bool:
+        """Whether iteration ``it + 1``'s rollouts run during ``it``'s update (off-policy: not
+        before an evaluation, which must see the updated policy, nor after the last one)."""
+        every = self.cfg.eval.every
+        return (self.prefetch is not None and it + 1 < self.cfg.rl.iterations
+                and not (every and (it + 1) % every == 0))
+
+    def iteration(self, it: int, writer: TrajectoryWriter) -> dict[str, Any]:
+        rl = self.cfg.rl
+        t0 = time.perf_counter()
+        if self.prefetch is not None:
+            (tasks, trajs, t_rollout), stale = self.prefetch.take(it)
+        else:
+            (tasks, trajs, t_rollout), stale = self.collect(it), False
+        t_wait = time.perf_counter() - t0
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
         inputs, prm_metrics = credit_inputs(self, self.credit, ok)
         record_inputs(ok, inputs)  # kept with the records, for `creditgym credit-bench`
         result = estimate(group_trajectories(ok), self.credit, inputs)
         result.assign()
+        ahead = self._prefetches_after(it)
+        if ahead:  # the copy gets W_it (the inputs above saw the weights that sampled)
+            self._sync_weights()
+            self.prefetch.start(it + 1)
         t1 = time.perf_counter()
         update = policy_update(self.model, self.optimizer, self.scheduler, ok,
                                dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
                                ref_model=self._reference(), pad_id=self.pad_id)
-        self._sync_weights()
+        if not ahead:
+            self._sync_weights()
         if world() > 1:  # rank 0 writes every rank's records; credit diagnostics of them all
             gathered = parallel.gather_trajectories(
                 trajs, [f"it{it:04d}/{t.id}" for t in tasks], extra=inputs)
@@ -322,7 +324,8 @@ class Trainer:
         row = {"iteration": it, **{f"rollout/{k}": v for k, v in summary.items()},
                **{f"credit/{k}": v for k, v in result.diagnostics.items()},
                **{f"update/{k}": v for k, v in update.items()}, **prm_metrics,
-               "time/rollout_s": t_rollout, "time/update_s": time.perf_counter() - t1}
+               "rollout/policy_lag": float(stale), "time/rollout_s": t_rollout,
+               "time/rollout_wait_s": t_wait, "time/update_s": time.perf_counter() - t1}
         self.log(f"iteration {it}: {brief(summary)}, loss {update['loss']:.4f}, "
                  f"|A| {result.diagnostics.get('mean_abs_adv_token', 0):.3f}, "
                  f"{time.perf_counter() - t0:.1f}s")
@@ -355,7 +358,7 @@ class Trainer:
         self._write_history()
         with (TrajectoryWriter(self.run_dir / "rollouts.jsonl", run_metadata(run=str(self.run_dir)))
               if self.main else contextlib.nullcontext()) as w:
-            for it in range(start, self.cfg.rl.iterations):
+            for it in self._iterations(start):
                 row = self.iteration(it, w)
                 if self.cfg.eval.every and (it + 1) % self.cfg.eval.every == 0:
                     row.update({f"eval/{k}": v
@@ -375,6 +378,13 @@ class Trainer:
         barrier()
         return {"before": self.evals.get("before"), "after": self.evals.get("after"), "plot": str(plot),
                 "run_dir": str(self.run_dir)}
+
+    def _iterations(self, start: int):
+        try:
+            yield from range(start, self.cfg.rl.iterations)
+        finally:  # also when an iteration raised: no rollout thread outlives the loop
+            if self.prefetch is not None:
+                self.prefetch.close()
 
     def _checkpoint(self, ckpt_dir: Path, iteration: int) -> None:
         extra = {"iteration": iteration, "history": self.history, "evals": self.evals}

@@ -42,11 +42,14 @@ from creditgym.trajectory import Trajectory
 R = TypeVar("R")
 
 
-def prepare_policy(model: torch.nn.Module, *, bf16: bool, cpu_offload: bool = False
-                   ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(trained model, rollout model): the same module in a world of one; else the model
-    sharded in place and an unsharded copy taken before sharding."""
+def prepare_policy(model: torch.nn.Module, *, bf16: bool, cpu_offload: bool = False,
+                   separate_rollout_copy: bool = False) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(trained model, rollout model): the same module in a world of one (unless
+    ``separate_rollout_copy``: off-policy rollouts sample while the update runs); else the
+    model sharded in place and an unsharded copy taken before sharding."""
     if world() == 1:
+        if separate_rollout_copy:
+            return model, copy.deepcopy(model).requires_grad_(False)
         return model, model
     rollout_model = copy.deepcopy(model).requires_grad_(False)
     return shard_model(model, mixed_precision=bf16, cpu_offload=cpu_offload), rollout_model
