@@ -15,6 +15,7 @@ Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -33,6 +34,7 @@ SHAPES = {
     # name: (vocab, hidden, intermediate, layers, heads, kv_heads)
     "tiny": (1500, 128, 384, 4, 4, 4),  # configs/default.yaml's policy
     "0.5b": (151_936, 896, 4864, 24, 14, 2),  # Qwen2.5-0.5B's shape
+    "1.5b": (151_936, 1536, 8960, 28, 12, 2),  # Qwen2.5-1.5B's shape
 }
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -82,21 +84,29 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--peak-tflops", type=float, default=None)
+    ap.add_argument("--lora-r", type=int, default=0, help="train LoRA adapters of this rank")
+    ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model, cfg = build(args.model, device)
-    params = sum(p.numel() for p in model.parameters())
+    params = sum(p.numel() for p in model.parameters())  # FLOPs count every weight either way
+    if args.lora_r:
+        from creditgym.trainers.lora import LoraSettings, apply_lora
+
+        model = apply_lora(model, LoraSettings(r=args.lora_r, alpha=2.0 * args.lora_r), seed=0)
     peak = peak_tflops(device, args.peak_tflops)
     optimizer, scheduler = make_optimizer(model, OptimConfig(lr=1e-6, total_steps=1000))
     policy = PolicyUpdateConfig(micro_batch_tokens=args.micro_batch_tokens,
                                 gradient_checkpointing=args.gradient_checkpointing)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"model {args.model}: {params / 1e6:.1f}M parameters on {name} "
+    print(f"model {args.model}{f' + LoRA r={args.lora_r}' if args.lora_r else ''}: "
+          f"{params / 1e6:.1f}M parameters on {name} "
           f"({'bf16 autocast' if device.type == 'cuda' else 'float32'}), batch {args.batch}, "
           f"micro-batch {args.micro_batch_tokens} tokens")
     print(f"{'seq len':>8} {'tokens/s':>10} {'trained tok/s':>14} {'s/update':>9} "
           f"{'peak mem GiB':>13} {'TFLOP/s':>8} {'% bf16 peak':>12}")
+    rows = []
     for seq_len in args.seq_len:
         batch = trajectories(args.batch, seq_len, cfg.vocab_size, seed=seq_len)
         if device.type == "cuda":
@@ -119,6 +129,14 @@ def main() -> None:
         share = f"{100 * flops / dt / 1e12 / peak:.1f}" if peak else "-"
         print(f"{seq_len:>8} {tokens / dt:>10,.0f} {tokens / 2 / dt:>14,.0f} {dt:>9.3f} "
               f"{mem:>13.2f} {flops / dt / 1e12:>8.2f} {share:>12}")
+        rows.append({"model": args.model, "lora_r": args.lora_r, "device": name,
+                     "seq_len": seq_len, "batch": args.batch, "tokens_per_s": tokens / dt,
+                     "s_per_update": dt, "peak_mem_gib": mem, "tflops": flops / dt / 1e12,
+                     "share_of_bf16_peak": flops / dt / 1e12 / peak if peak else None})
+    if args.json:
+        from creditgym.files import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
