@@ -22,7 +22,7 @@ weight-update path). ``requires`` names modules that must be importable (checked
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +44,10 @@ class TrainingPolicy:
     """Seed for requests without their own."""
     options: dict[str, Any] = field(default_factory=dict)
     """Engine options of the run's config (``gpu_memory_utilization``, ``max_model_len``,
-    ``enforce_eager``); a backend uses those it knows."""
+    ``enforce_eager``, ``enable_sleep_mode``); a backend uses those it knows."""
+    weights: Callable[[], Iterable[tuple[str, Any]]] | None = None
+    """The policy's weights as ``(Hugging Face name, tensor)`` pairs (LoRA adapters merged);
+    None: ``model.state_dict()``. What an engine with its own copy of the weights loads."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +161,7 @@ def open_transformers(model: Any, **options: Any) -> Any:
     return TransformersBackend(model, **options)
 
 
-_VLLM_OPTIONS = ("gpu_memory_utilization", "max_model_len", "enforce_eager")
+_VLLM_OPTIONS = ("gpu_memory_utilization", "max_model_len", "enforce_eager", "enable_sleep_mode")
 _VLLM_INSTALL = "pip install 'creditgym[vllm]' on a machine with an NVIDIA GPU"
 
 
@@ -169,7 +172,7 @@ def _vllm_for_training(policy: TrainingPolicy) -> Any:
     # vLLM loads from a folder, then gets the trainer's current weights (a warm start's, a
     # resumed run's checkpoint) through load_weights.
     backend = VLLMBackend(str(policy.model_dir), seed=policy.seed, **engine)
-    backend.load_weights(policy.model.state_dict())
+    backend.load_weights(policy.weights() if policy.weights else policy.model.state_dict())
     return backend
 
 

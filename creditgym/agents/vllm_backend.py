@@ -17,14 +17,18 @@
 - ``score``: prompt = prefix + continuation with ``SamplingParams(max_tokens=1,
   prompt_logprobs=0)``; ``RequestOutput.prompt_logprobs`` is aligned with the prompt (first entry
   None) and the continuation's positions are read out (temperature 1).
-- ``load_weights(state_dict)``: the engine is built with a worker extension
-  (``worker_extension_cls``, vLLM's documented hook for adding methods that ``LLM.collective_rpc``
-  can call on every worker); its ``creditgym_load_weights`` passes ``list(state_dict.items())``
-  to the vLLM model's own ``load_weights(weights=...)``, which maps Hugging Face parameter names
-  onto vLLM's fused layers (qkv, gate_up). The prefix cache is then reset so no KV block computed
-  with the old weights is reused. Tensors travel to the worker process by value (moved to CPU
-  first): simple and correct for one GPU; for large models use vLLM's weight-transfer engines
-  (``LLM.init_weight_transfer_engine`` / ``update_weights``, NCCL or CUDA IPC) instead.
+- ``load_weights(weights)``: a state dict or a stream of ``(name, tensor)`` pairs (a sharded
+  trainer's weights gathered one at a time), sent in chunks of about ``chunk_mb``. The engine
+  is built with a worker extension (``worker_extension_cls``, vLLM's documented hook for adding
+  methods that ``LLM.collective_rpc`` can call on every worker); its ``creditgym_load_weights``
+  passes each chunk to the vLLM model's own ``load_weights(weights=...)``, which maps Hugging
+  Face parameter names onto vLLM's fused layers (qkv, gate_up). The prefix cache is then reset
+  so no KV block computed with the old weights is reused. Tensors travel to the worker process
+  by value (moved to CPU first); for large models vLLM's weight-transfer engines
+  (``LLM.init_weight_transfer_engine`` / ``update_weights``, NCCL or CUDA IPC) would be faster.
+- ``sleep()`` / ``wake_up(tags)``: vLLM's sleep mode (engine built with
+  ``enable_sleep_mode=True``): level 2 frees weights and KV cache for a training step; the
+  trainer wakes the weights, streams the new ones in, then wakes the KV cache.
 
 vllm is imported inside ``__init__``, so importing this module never needs it. Without vllm, or
 without a CUDA GPU, ``VLLMBackend(...)`` raises :class:`BackendError` saying what to do.
@@ -32,6 +36,7 @@ without a CUDA GPU, ``VLLMBackend(...)`` raises :class:`BackendError` saying wha
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Sequence
 
 from creditgym.agents.backend import Completion, SamplingParams
@@ -90,6 +95,7 @@ class VLLMBackend:
         self.weights_version = 0
         """Incremented by every ``load_weights``."""
         self._closed = False
+        self._asleep = False
 
     @property
     def eos_token_ids(self) -> tuple[int, ...]:
@@ -196,10 +202,29 @@ class VLLMBackend:
             ]
         return results
 
-    def load_weights(self, state_dict: dict[str, Any]) -> None:
-        """Replace the policy weights (Hugging Face names: a trainer model's ``state_dict``)."""
+    def load_weights(self, weights: Mapping[str, Any] | Iterable[tuple[str, Any]], *,
+                     chunk_mb: float = 512.0) -> int:
+        """Replace the policy weights: a state dict or ``(name, tensor)`` pairs with Hugging Face
+        names, sent to the engine in chunks of about ``chunk_mb`` (so a stream of a sharded
+        model's weights, gathered one at a time, never becomes a full copy on the CPU).
+        Returns how many tensors were loaded."""
         self._check_open()
-        weights = [(name, t.detach().to("cpu").contiguous()) for name, t in state_dict.items()]
+        pairs = weights.items() if isinstance(weights, Mapping) else weights
+        limit, chunk, size, count = chunk_mb * 2**20, [], 0, 0
+        for name, tensor in pairs:
+            cpu = tensor.detach().to("cpu").contiguous()
+            chunk.append((name, cpu))
+            size += cpu.numel() * cpu.element_size()
+            if size >= limit:
+                count += self._send(chunk)
+                chunk, size = [], 0
+        if chunk:
+            count += self._send(chunk)
+        self.llm.reset_prefix_cache()
+        self.weights_version += 1
+        return count
+
+    def _send(self, weights: list[tuple[str, Any]]) -> int:
         try:
             self.llm.collective_rpc("creditgym_load_weights", args=(weights,))
         except Exception as exc:
@@ -208,8 +233,27 @@ class VLLMBackend:
                 f"needs worker_extension_cls={WORKER_EXTENSION!r} (the default; a custom one must "
                 "subclass WeightLoadingExtension) and Hugging Face parameter names."
             ) from exc
-        self.llm.reset_prefix_cache()
-        self.weights_version += 1
+        return len(weights)
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory for a training step (vLLM's sleep mode, level 2: weights
+        and KV cache discarded, as new weights come next). Needs ``enable_sleep_mode=True``."""
+        self._check_open()
+        self.llm.sleep(level=2)
+        self._asleep = True
+
+    def wake_up(self, tags: Sequence[str] | None = None) -> None:
+        """Re-allocate what :meth:`sleep` freed (``tags``: ``["weights"]`` before loading new
+        weights, then ``["kv_cache"]``; None: both)."""
+        self._check_open()
+        self.llm.wake_up(tags=list(tags) if tags is not None else None)
+        if tags is None or "kv_cache" in tags:
+            self._asleep = False
+
+    @property
+    def asleep(self) -> bool:
+        """True between :meth:`sleep` and the wake-up of the KV cache."""
+        return self._asleep
 
     def close(self) -> None:
         """Shut the engine down and free the GPU memory it held."""

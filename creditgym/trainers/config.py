@@ -68,6 +68,10 @@ class RolloutBackendConfig:
     """vLLM's context length (None: the model's; lower it to save KV-cache memory)."""
     enforce_eager: bool = False
     """Run vLLM without CUDA graphs (slower, starts sooner, less memory)."""
+    vllm_sleep: bool = False
+    """Put the vLLM engine to sleep during every update (sleep mode level 2: its weights and KV
+    cache freed for the trainer), then wake it with the new weights. Not with
+    ``rl.off_policy_steps: 1``, whose rollouts run during the update."""
     batching: Literal["rounds", "free", "alone"] = "rounds"
     """How the trajectories' generation requests form backend calls (see
     ``creditgym.agents.generation_batcher``). ``rounds``: lockstep; a call waits until every
@@ -224,6 +228,11 @@ def check_train_config(cfg: TrainConfig, *, resume: bool = False) -> None:
     need(cfg.keep_checkpoints >= 1, f"keep_checkpoints={cfg.keep_checkpoints}: must be >= 1")
     need(cfg.prm_lr > 0, f"prm_lr={cfg.prm_lr}: must be > 0")
     rl = cfg.rl
+    need(not (cfg.rollout.vllm_sleep and rl.off_policy_steps),
+         "rollout.vllm_sleep with rl.off_policy_steps=1: the engine cannot sleep during the "
+         "update while it generates the next iteration's rollouts; choose one")
+    need(not cfg.rollout.vllm_sleep or cfg.rollout.backend == "vllm",
+         f"rollout.vllm_sleep is for rollout.backend: vllm (got {cfg.rollout.backend!r})")
     need(rl.off_policy_steps in (0, 1),
          f"rl.off_policy_steps={rl.off_policy_steps}: must be 0 (on-policy) or 1 (the next "
          "iteration's rollouts during this update)")

@@ -12,8 +12,7 @@ One iteration: sample training tasks, roll out ``group_size`` trajectories each 
 policy (the in-process backend shares the trainer's model, so weights are in sync by
 construction), turn outcomes into per-token advantages with the configured credit estimator,
 and take one policy-gradient update (with ``rl.off_policy_steps: 1`` the next iteration's
-rollouts are generated during it: ``creditgym.trainers.prefetch``). Everything a run produces
-lives in ``run_dir``:
+rollouts are generated during it: ``creditgym.trainers.prefetch``). A run writes ``run_dir``:
 ``config.yaml``, ``checkpoints/`` (atomic, resumable), ``metrics.jsonl`` (one row per
 iteration), ``rollouts.jsonl`` (every trajectory), ``eval-*.jsonl`` and ``learning_curves.png``.
 
@@ -72,7 +71,7 @@ from creditgym.trainers.distributed import (
 from creditgym.trainers.config import TrainConfig, check_train_config
 from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
 from creditgym.trainers.heldout import evaluate, heldout_ids
-from creditgym.trainers.lora import apply_lora, plain_state_dict
+from creditgym.trainers.lora import apply_lora, iter_plain_weights
 from creditgym.trainers.credit_inputs import (
     credit_inputs,
     input_problems,
@@ -89,7 +88,7 @@ from creditgym.trainers import parallel
 from creditgym.trainers.optim import make_optimizer
 from creditgym.trainers.policy_step import policy_update
 from creditgym.trainers.prefetch import RolloutPrefetch
-from creditgym.trainers.run_files import brief, drop_uncommitted
+from creditgym.trainers.run_files import brief, drop_uncommitted, write_history
 from creditgym.trainers.warm_start import warm_start
 
 
@@ -189,10 +188,17 @@ class Trainer:
             self.rollout_model.load_state_dict(full_state_dict(self.model))
 
     def _sync_weights(self) -> None:
-        # The transformers backend generates with the rollout model itself; others get a copy.
-        self._refresh_rollout_model()
-        if getattr(self.backend, "model", None) is not self.rollout_model:
-            self.backend.load_weights(plain_state_dict(self.rollout_model))  # LoRA merged
+        if getattr(self.backend, "model", None) is self.rollout_model:
+            self._refresh_rollout_model()  # the transformers backend generates with the copy
+            return
+        # An engine with weights of its own (vLLM, one per rank): streamed weight by weight
+        # from the trained (sharded) model, LoRA merged; asleep, it gets its weights back first.
+        asleep = getattr(self.backend, "asleep", False)
+        if asleep:
+            self.backend.wake_up(["weights"])
+        self.backend.load_weights(iter_plain_weights(self.model))
+        if asleep:
+            self.backend.wake_up(["kv_cache"])
 
     def trainable_copy(self) -> torch.nn.Module:
         """A separately trained copy of the current policy (sharded with several ranks)."""
@@ -301,6 +307,8 @@ class Trainer:
         if ahead:  # the copy gets W_it (the inputs above saw the weights that sampled)
             self._sync_weights()
             self.prefetch.start(it + 1)
+        if self.cfg.rollout.vllm_sleep:  # the engine's memory goes to the update
+            self.backend.sleep()
         t1 = time.perf_counter()
         update = policy_update(self.model, self.optimizer, self.scheduler, ok,
                                dataclasses.replace(self.cfg.policy, temperature=rl.temperature),
@@ -400,10 +408,5 @@ class Trainer:
                          scheduler=self.prm_scheduler, restore_rng=False)
 
     def _write_history(self) -> None:
-        # Rewritten whole (temp + rename) from the checkpointed history, so a resumed run never
-        # shows rows of an iteration that was lost with the kill. Rank 0's alone.
-        if not self.main:
-            return
-        atomic_write_text(self.run_dir / "metrics.jsonl",
-                          "".join(json.dumps(row) + "\n" for row in self.history))
-        atomic_write_text(self.run_dir / "evals.json", json.dumps(self.evals, indent=2) + "\n")
+        if self.main:  # rank 0 alone writes run files
+            write_history(self.run_dir, self.history, self.evals)

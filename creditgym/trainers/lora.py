@@ -11,8 +11,9 @@ Contract:
   module before its checkpoint overwrites the adapters.
 * :func:`plain_state_dict` gives what a rollout engine or a model folder needs: the policy's
   weights under the base model's own names with each adapter merged in (``W + scale * B @ A``,
-  computed by peft's ``get_delta_weight``, never by merging the trained module in place). For a
-  model without adapters it is ``state_dict()``.
+  never by merging the trained module in place). For a model without adapters it is
+  ``state_dict()``. :func:`iter_plain_weights` yields the same pairs one at a time, gathering
+  an FSDP2-sharded model weight by weight (for a rollout engine on every rank).
 * :func:`plain_model` is an unwrapped copy with those weights (``save_pretrained`` then writes
   an ordinary Hugging Face folder that transformers and vLLM load without peft).
 
@@ -23,6 +24,7 @@ frozen base weights are all-gathered with the adapters but get no gradient or op
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,24 +94,52 @@ def has_adapters(model: torch.nn.Module) -> bool:
 
 def plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The weights under the base model's names, adapters merged in (module docstring)."""
-    if not has_adapters(model):
-        return model.state_dict()
-    from peft.tuners.lora import LoraLayer
+    return dict(iter_plain_weights(model))
 
-    base = model.get_base_model()
-    merged: dict[str, torch.Tensor] = {}
-    deltas: dict[str, torch.Tensor] = {}
-    for name, module in base.named_modules():
-        if isinstance(module, LoraLayer):
-            with torch.no_grad():
-                delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
-            deltas[f"{name}.weight"] = delta
-    for key, value in base.state_dict().items():
+
+def iter_plain_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(base name, tensor)`` pairs of :func:`plain_state_dict`, one at a time.
+
+    An FSDP2-sharded model yields each weight all-gathered on its own (``full_tensor()``: a
+    collective, so every rank must consume the whole iterator in step), so a rollout engine can
+    take the policy layer by layer without any rank ever holding a full copy. An adapted
+    linear's weight comes merged: ``W + scaling * B @ A`` (peft's LoRA for ``nn.Linear``).
+    """
+    state = model.state_dict()  # FSDP2: sharded tensors, nothing gathered yet
+    lora = _lora_parts(model) if has_adapters(model) else {}
+    prefix = "base_model.model."
+    for key, value in state.items():
         if "lora_" in key:
             continue
-        plain = key.replace(".base_layer.", ".")
-        merged[plain] = value + deltas[plain].to(value.dtype) if plain in deltas else value
-    return merged
+        full = _full(value)
+        if key in lora:
+            a_key, b_key, scaling, transposed = lora[key]
+            delta = (_full(state[b_key]).float() @ _full(state[a_key]).float()) * scaling
+            full = full + (delta.T if transposed else delta).to(full.dtype)
+        name = key[len(prefix):] if key.startswith(prefix) else key
+        yield name.replace(".base_layer.", "."), full
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _lora_parts(model: torch.nn.Module) -> dict[str, tuple[str, str, float, bool]]:
+    """Per adapted base weight key: (A key, B key, scaling, fan_in_fan_out) of its one active
+    adapter."""
+    from peft.tuners.lora import LoraLayer
+
+    out = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        (adapter,) = module.active_adapters  # the trainer makes exactly one
+        if module.use_dora.get(adapter, False):
+            raise ConfigError("DoRA adapters cannot be merged weight by weight; use plain LoRA")
+        out[f"{name}.base_layer.weight"] = (
+            f"{name}.lora_A.{adapter}.weight", f"{name}.lora_B.{adapter}.weight",
+            float(module.scaling[adapter]), bool(getattr(module, "fan_in_fan_out", False)))
+    return out
 
 
 def plain_model(model: torch.nn.Module) -> torch.nn.Module:

@@ -87,11 +87,15 @@ def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, run_dir: Path):
     ``creditgym.agents.backends``) over the current policy weights."""
     from creditgym.agents.backends import TrainingPolicy, make_training_backend
 
+    from creditgym.trainers.lora import iter_plain_weights
+
     r = cfg.rollout
+    options = {"gpu_memory_utilization": r.gpu_memory_utilization,
+               "max_model_len": r.max_model_len, "enforce_eager": r.enforce_eager}
+    if r.vllm_sleep:
+        options["enable_sleep_mode"] = True
     policy = TrainingPolicy(model, tokenizer, str(starting_model_dir(cfg, run_dir)), seed=cfg.seed,
-                            options={"gpu_memory_utilization": r.gpu_memory_utilization,
-                                     "max_model_len": r.max_model_len,
-                                     "enforce_eager": r.enforce_eager})
+                            options=options, weights=lambda: iter_plain_weights(model))
     return make_training_backend(r.backend, policy)
 
 

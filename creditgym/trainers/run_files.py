@@ -1,5 +1,5 @@
 """Run-folder bookkeeping of ``creditgym train``: dropping uncommitted iterations on resume, the
-log line of a summary."""
+metrics history, the log line of a summary."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from creditgym.files import atomic_writer
+from creditgym.files import atomic_write_text, atomic_writer
 from creditgym.replay.io import meta_path
 
 
@@ -54,3 +54,9 @@ def record_iteration(line: bytes) -> int | None:
     match = re.match(r"it(\d+)/", str(record.get("group", "")))
     return int(match.group(1)) if match else None
 
+
+def write_history(run_dir: Path, history: list[dict], evals: dict) -> None:
+    """``metrics.jsonl`` and ``evals.json``, rewritten whole (temp + rename) from the
+    checkpointed history, so a resumed run never shows rows of an iteration lost with a kill."""
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    atomic_write_text(run_dir / "evals.json", json.dumps(evals, indent=2) + "\n")

@@ -27,7 +27,7 @@ from creditgym.trainers.distributed import (
     world,
 )
 from creditgym.trainers.dpo import prm_update
-from creditgym.trainers.lora import LoraSettings, apply_lora
+from creditgym.trainers.lora import LoraSettings, apply_lora, iter_plain_weights
 from creditgym.trainers.optim import OptimConfig, make_optimizer
 from creditgym.trainers.policy_step import PolicyUpdateConfig, policy_update
 from creditgym.trainers.sft import sft_step
@@ -136,6 +136,11 @@ def main(out: str) -> None:
     assert world() > 1, "run under torch.distributed.run with --nproc-per-node >= 2"
     results = {name: run_case(name, distributed=True) for name in CASES}
     results["errors"] = bad_share_errors()
+    # a sharded model streamed weight by weight (what a rollout engine on each rank receives)
+    results["plain_weights"] = dict(iter_plain_weights(
+        shard_model(lora_model(), mixed_precision=False)))
+    results["plain_weights_full"] = dict(iter_plain_weights(
+        shard_model(tiny_model(0), mixed_precision=False)))
     if is_main():
         torch.save(results, out)
     torch.distributed.destroy_process_group()

@@ -108,3 +108,14 @@ def test_helpers_are_the_identity_in_a_world_of_one(monkeypatch):
     raise_together(None)
     with pytest.raises(TrainerInputError, match="boom"):
         raise_together(TrainerInputError("boom"))
+
+
+def test_sharded_weights_stream_one_by_one_as_the_plain_model(two_ranks):
+    """Every rank gathers one weight at a time (LoRA merged): the plain model's state dict."""
+    from creditgym.trainers.lora import plain_state_dict
+
+    for got, want in ((two_ranks["plain_weights"], plain_state_dict(dist_cases.lora_model())),
+                      (two_ranks["plain_weights_full"], dist_cases.tiny_model(0).state_dict())):
+        assert list(got) == list(want)
+        assert max(float((got[k] - want[k]).abs().max()) for k in want) <= 1e-6
+    assert "model.layers.0.self_attn.q_proj.weight" in two_ranks["plain_weights"]

@@ -100,3 +100,15 @@ def test_prefetch_raises_the_background_error_and_collects_unprefetched_iteratio
         assert calls == [0, 1, 3, 4, 5]
     finally:
         p.close()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["rollout.vllm_sleep=true"], "rollout.vllm_sleep is for rollout.backend: vllm"),
+    (["rollout.vllm_sleep=true", "rollout.backend=vllm"],
+     "rollout.vllm_sleep with rl.off_policy_steps=1"),
+])
+def test_vllm_sleep_conflicts_fail_before_the_run_folder(tmp_path, capsys, settings, message):
+    run = tmp_path / "run"
+    extra = [x for s in settings for x in ("--set", s)]
+    assert main([*BASE, "--set", f"run_dir={run}", *extra]) == 2
+    assert message in capsys.readouterr().err and not run.exists()
