@@ -201,7 +201,11 @@ class TrainConfig:
         clip_low=0.2, clip_high=0.28, micro_batch_tokens=16384))
     """The policy-gradient step (clipping, KL, aggregation, micro-batching)."""
     prm_lr: float = 1e-4
-    """Learning rate of OPRL's implicit PRM (only with ``credit: oprl``)."""
+    """Learning rate of OPRL's implicit PRM (with ``credit: oprl`` or ``logratio_sum`` recorded)."""
+    record_inputs: list[str] = field(default_factory=list)
+    """Model-derived credit inputs computed and recorded every iteration besides the
+    estimator's own (e.g. ``[probe_logprob]`` in an OPRL run), so ``creditgym credit-bench``
+    can score every estimator on the run's ``rollouts.jsonl``. Costs their computation."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Held-out evaluation."""
     checkpoint_every: int = 1
@@ -322,7 +326,7 @@ def _component_problems(cfg: TrainConfig) -> list[str]:
     else:
         from creditgym.trainers.credit_inputs import input_problems
 
-        out += input_problems(cfg.credit)
+        out += input_problems(cfg.credit, cfg.record_inputs)
     try:
         resolve_env(cfg.env.id)
     except ConfigError as exc:

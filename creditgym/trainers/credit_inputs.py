@@ -78,46 +78,51 @@ def _origin(fn: Callable) -> str:
     return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
-def _wanted(estimator: Any) -> tuple[Any, list[str]]:
+def _wanted(estimator: Any, extra: Sequence[str] = ()) -> tuple[Any, list[str]]:
     from creditgym.credit.registry import get_estimator
 
     est = get_estimator(estimator)
-    return est, [*est.needs, *(n for n in est.optional if n in PROVIDERS and n not in est.needs)]
+    names = [*est.needs, *(n for n in est.optional if n in PROVIDERS and n not in est.needs)]
+    return est, names + [n for n in dict.fromkeys(extra) if n not in names]
 
 
-def input_problems(estimator: Any) -> list[str]:
-    """Why the trainer cannot provide ``estimator``'s needs (a name, spec or typed config);
-    empty when it can."""
+def input_problems(estimator: Any, extra: Sequence[str] = ()) -> list[str]:
+    """Why the trainer cannot provide ``estimator``'s needs (a name, spec or typed config) and
+    the ``extra`` inputs to record (``record_inputs``); empty when it can."""
     from creditgym.credit.registry import get_estimator
 
     est = get_estimator(estimator)
+    known = ", ".join(PROVIDERS) or "none"
     return [f"credit={est.name}: needs input {n!r}, but no provider is registered for it; "
             f"register one with creditgym.trainers.credit_inputs.register_input({n!r}) "
-            f"(registered: {', '.join(PROVIDERS) or 'none'})"
-            for n in est.needs if n not in PROVIDERS]
+            f"(registered: {known})"
+            for n in est.needs if n not in PROVIDERS] + [
+        f"record_inputs: no provider of input {n!r} is registered (registered: {known})"
+        for n in extra if n not in PROVIDERS]
 
 
-def setup_inputs(trainer: Any, estimator: Any) -> None:
+def setup_inputs(trainer: Any, estimator: Any, extra: Sequence[str] = ()) -> None:
     """Run the ``setup`` of every provider the estimator will use: once, after the warm start
     of a new run (the PRM copies the warm-started policy), or before a resumed run restores
     its checkpoints."""
-    problems = input_problems(estimator)
+    problems = input_problems(estimator, extra)
     if problems:
         raise ConfigError("; ".join(problems))
-    _, names = _wanted(estimator)
+    _, names = _wanted(estimator, extra)
     for name in names:
         if PROVIDERS[name].setup is not None:
             PROVIDERS[name].setup(trainer)
 
 
-def credit_inputs(trainer: Any, estimator: Any, trajs: Sequence[Trajectory]
-                  ) -> tuple[dict[str, Values] | None, dict[str, float]]:
-    """The inputs ``estimator`` (a name, spec or typed config) needs for ``trajs``, by name, and
-    the providers' metrics; ``(None, {})`` when it needs none."""
-    problems = input_problems(estimator)
+def credit_inputs(trainer: Any, estimator: Any, trajs: Sequence[Trajectory],
+                  extra: Sequence[str] = ()) -> tuple[dict[str, Values] | None, dict[str, float]]:
+    """The inputs ``estimator`` (a name, spec or typed config) needs for ``trajs`` and the
+    ``extra`` ones to record, by name, and the providers' metrics; ``(None, {})`` when there
+    are none."""
+    problems = input_problems(estimator, extra)
     if problems:
         raise ConfigError("; ".join(problems))
-    _, names = _wanted(estimator)
+    _, names = _wanted(estimator, extra)
     if not names:
         return None, {}
     inputs: dict[str, Values] = {}

@@ -171,7 +171,7 @@ class Trainer:
         self.optimizer, self.scheduler = make_optimizer(self.model, self.cfg.optim(self.cfg.rl.lr, iters))
         self.credit = make_config(self.cfg.credit)
         self.prm = None  # an input provider's setup makes it (OPRL's implicit PRM), in run()
-        problems = input_problems(self.credit)
+        problems = input_problems(self.credit, self.cfg.record_inputs)
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -299,7 +299,7 @@ class Trainer:
             (tasks, trajs, t_rollout), stale = self.collect(it), False
         t_wait = time.perf_counter() - t0
         ok = [t for t in trajs if t.error is None and t.n_turns > 0]
-        inputs, prm_metrics = credit_inputs(self, self.credit, ok)
+        inputs, prm_metrics = credit_inputs(self, self.credit, ok, self.cfg.record_inputs)
         record_inputs(ok, inputs)  # kept with the records, for `creditgym credit-bench`
         result = estimate(group_trajectories(ok), self.credit, inputs)
         result.assign()
@@ -351,13 +351,13 @@ class Trainer:
                                  scheduler=self.scheduler)
             self._refresh_rollout_model()
             start, self.history, self.evals = extra["iteration"], extra["history"], extra["evals"]
-            setup_inputs(self, self.credit)
+            setup_inputs(self, self.credit, self.cfg.record_inputs)
             self._load_prm(ckpt_dir)
             self.log(f"resumed from {latest} at iteration {start}")
         else:
             self.evals["warm_start"] = self.warm_start()
             # after the warm start: the implicit PRM starts as a copy of the warm-started policy
-            setup_inputs(self, self.credit)
+            setup_inputs(self, self.credit, self.cfg.record_inputs)
             if self.cfg.eval.before:
                 self.evaluate("before", 0)
             self._checkpoint(ckpt_dir, 0)

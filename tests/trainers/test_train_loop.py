@@ -170,3 +170,19 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={tmp_path}",
                  *SMALL, "--set", "model.device=cuda"]) == 2
     assert "model.device='cuda'" in capsys.readouterr().err
+
+
+def test_recorded_extra_inputs_let_the_bench_score_every_estimator(tmp_path, capsys):
+    """An OPRL run that also records IGPO's probes: both inputs on every trained turn."""
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=1", "--set", "credit=oprl", "--set",
+                 'record_inputs=["probe_logprob"]', "--set", "eval.before=false", *SMALL]) == 0
+    trained = [t for t in read_trajectories(run / "rollouts.jsonl") if t.advantages is not None]
+    assert trained and all({"input/probe_logprob", "input/logratio_sum"} <= set(m)
+                           for t in trained for m in t.turn_metrics)
+    bad = tmp_path / "bad"
+    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={bad}",
+                 "--set", 'record_inputs=["no_such_input"]', *SMALL]) == 2
+    assert "record_inputs: no provider of input 'no_such_input'" in capsys.readouterr().err
+    assert not bad.exists()
