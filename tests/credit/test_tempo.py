@@ -44,6 +44,19 @@ def test_errors():
         tempo.token_advantages([0, 0], [[1.5], [2]], [1.0, 0.0])
 
 
+def test_errors_name_every_array_and_the_bad_reward():
+    """The messages name each array with its length, and the array holding a bad value."""
+    with pytest.raises(CreditInputError, match=r"got group=2, tokens=1, reward=2$"):
+        tempo.token_advantages([0, 0], [[1]], [1.0, 0.0])
+    with pytest.raises(CreditInputError, match=r"got group=2, tokens=2, reward=1$"):
+        tempo.token_advantages([0, 0], [[1], [2]], [1.0])
+    with pytest.raises(CreditInputError, match=r"got group=2, tokens=2, reward=2, policy_mask=1$"):
+        tempo.token_advantages([0, 0], [[1], [2]], [1.0, 0.0], policy_mask=[[1]])
+    for fn in (tempo.token_advantages, tempo.token_advantages_naive):
+        with pytest.raises(CreditInputError, match=r"^reward: value at row 1 is nan"):
+            fn([0, 0], [[1], [2]], [1.0, float("nan")])
+
+
 @st.composite
 def groups(draw):
     group, tokens, reward, mask = [], [], [], []
