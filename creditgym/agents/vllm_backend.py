@@ -27,8 +27,8 @@
   by value (moved to CPU first); for large models vLLM's weight-transfer engines
   (``LLM.init_weight_transfer_engine`` / ``update_weights``, NCCL or CUDA IPC) would be faster.
 - ``sleep()`` / ``wake_up(tags)``: vLLM's sleep mode (engine built with
-  ``enable_sleep_mode=True``): level 2 frees weights and KV cache for a training step; the
-  trainer wakes the weights, streams the new ones in, then wakes the KV cache.
+  ``enable_sleep_mode=True``): level 2 frees weights and KV cache for a training step;
+  ``load_weights`` wakes the weights, streams the new ones in, then wakes the KV cache.
 
 vllm is imported inside ``__init__``, so importing this module never needs it. Without vllm, or
 without a CUDA GPU, ``VLLMBackend(...)`` raises :class:`BackendError` saying what to do.
@@ -207,8 +207,11 @@ class VLLMBackend:
         """Replace the policy weights: a state dict or ``(name, tensor)`` pairs with Hugging Face
         names, sent to the engine in chunks of about ``chunk_mb`` (so a stream of a sharded
         model's weights, gathered one at a time, never becomes a full copy on the CPU).
-        Returns how many tensors were loaded."""
+        Returns how many tensors were loaded. An engine put to :meth:`sleep` gets its weight
+        memory back first and its KV cache after the load."""
         self._check_open()
+        if self._asleep:
+            self.wake_up(["weights"])
         pairs = weights.items() if isinstance(weights, Mapping) else weights
         limit, chunk, size, count = chunk_mb * 2**20, [], 0, 0
         for name, tensor in pairs:
@@ -220,6 +223,8 @@ class VLLMBackend:
                 chunk, size = [], 0
         if chunk:
             count += self._send(chunk)
+        if self._asleep:
+            self.wake_up(["kv_cache"])
         self.llm.reset_prefix_cache()
         self.weights_version += 1
         return count

@@ -148,14 +148,18 @@ def load_model_weights(path: str | Path, model: torch.nn.Module) -> dict[str, An
     if (ckpt / "model.pt").is_file():
         raise CheckpointError(f"{ckpt} is a single-process checkpoint (model.pt), written before "
                               "sharded checkpoints; resume the run once to convert it")
+    _load_model(ckpt, model)
     extra = json.loads((ckpt / "extra.json").read_text())
+    extra["path"] = str(ckpt)
+    return extra
+
+
+def _load_model(ckpt: Path, model: torch.nn.Module) -> None:
     opts = _options(model)
     state = {"model": get_model_state_dict(model, options=opts)}
     with _quiet():
         dcp.load(state, checkpoint_id=str(ckpt))
     set_model_state_dict(model, state["model"], options=opts)
-    extra["path"] = str(ckpt)
-    return extra
 
 
 def load_sharded(path: str | Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -180,7 +184,7 @@ def load_sharded(path: str | Path, *, model: torch.nn.Module, optimizer: torch.o
         set_state_dict(model, optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"], options=opts)
     else:  # saved before the first update: the optimiser stays fresh (see save_sharded)
-        load_model_weights(ckpt, model)
+        _load_model(ckpt, model)
     if scheduler is not None:
         scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     if restore_rng:

@@ -33,12 +33,13 @@ def export_model(run_dir: str | Path, out: str | Path, *, checkpoint: str | Path
     from creditgym.trainers.config import TrainConfig
     from creditgym.trainers.dist_checkpoint import load_model_weights
     from creditgym.trainers.lora import apply_lora, plain_model
+    from creditgym.trainers.model_setup import base_model_dir
 
     run = Path(run_dir)
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run} is not a `creditgym train` run folder (no config.yaml)")
     cfg = from_dict(TrainConfig, read_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
-    base = Path(cfg.model.path) if cfg.model.path else run / "base-model"
+    base = base_model_dir(cfg, run)
     if not (base / "config.json").is_file():
         raise ConfigError(f"the run's base model {base} is missing (no config.json); the "
                           "export needs the folder the run started from")

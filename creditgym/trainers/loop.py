@@ -191,14 +191,9 @@ class Trainer:
         if getattr(self.backend, "model", None) is self.rollout_model:
             self._refresh_rollout_model()  # the transformers backend generates with the copy
             return
-        # An engine with weights of its own (vLLM, one per rank): streamed weight by weight
-        # from the trained (sharded) model, LoRA merged; asleep, it gets its weights back first.
-        asleep = getattr(self.backend, "asleep", False)
-        if asleep:
-            self.backend.wake_up(["weights"])
+        # An engine with weights of its own (vLLM, one per rank; it wakes itself if asleep):
+        # streamed weight by weight from the trained (sharded) model, LoRA merged.
         self.backend.load_weights(iter_plain_weights(self.model))
-        if asleep:
-            self.backend.wake_up(["kv_cache"])
 
     def trainable_copy(self) -> torch.nn.Module:
         """A separately trained copy of the current policy (sharded with several ranks)."""

@@ -36,11 +36,10 @@ def load_policy(cfg: Any, run_dir: Path, texts: Callable[[], list[str]], log: Ca
     tokenizer trained on ``texts()`` (called only when the model is built)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = cfg.model.path
-    if path is None:
+    path = base_model_dir(cfg, run_dir)
+    if cfg.model.path is None:
         from creditgym.agents.tiny import build_tiny_model
 
-        path = run_dir / "base-model"
         if not (path / "config.json").exists():
             build_tiny_model(path, texts(), tiny_model_config(cfg), overwrite=True)
             log(f"built a tiny model in {path}")
@@ -60,13 +59,19 @@ def tiny_model_config(cfg: Any):
         initializer_range=m.tiny_init_std)
 
 
+def base_model_dir(cfg: Any, run_dir: Path) -> Path:
+    """The model a run starts from before any training: ``model.path``, or the tiny model the
+    run builds in ``run_dir/base-model``."""
+    return Path(cfg.model.path) if cfg.model.path else run_dir / "base-model"
+
+
 def starting_model_dir(cfg: Any, run_dir: Path) -> Path:
     """The policy RL starts from: the run's warm start when there is one, else the loaded or
     built base model (what vLLM loads first and what the KL reference is)."""
     sft_dir = run_dir / "sft-model"
     if (sft_dir / "config.json").exists():
         return sft_dir
-    return Path(cfg.model.path) if cfg.model.path else run_dir / "base-model"
+    return base_model_dir(cfg, run_dir)
 
 
 def training_device(name: str):

@@ -54,11 +54,6 @@ class RolloutPrefetch(Generic[R]):
             future.result()  # a prefetch of another iteration: finish it, then drop it
         return self._collect(iteration), False
 
-    @property
-    def busy(self) -> bool:
-        """True while a prefetch is pending (the rollout copy must not be refreshed)."""
-        return self._pending is not None
-
     def close(self) -> None:
         """Wait for a pending prefetch and stop the thread (its result is dropped)."""
         if self._pending is not None:
