@@ -1,6 +1,10 @@
-"""Shared test fixtures for the trainers: a tiny seeded Llama and made-up trajectories."""
+"""Shared test fixtures for the trainers: a tiny seeded Llama, made-up trajectories, and the
+options of the end-to-end runs (``SMALL``, ``start_from``)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -10,6 +14,28 @@ from creditgym.trajectory import Trajectory
 
 VOCAB = 64
 PAD = 0
+
+SMALL = [
+    "--set", "env.kwargs.world.num_documents=600", "--set", "env.kwargs.world.num_train_questions=100",
+    "--set", "env.kwargs.world.num_test_questions=20", "--set", "env.kwargs.world_backend=bm25s",
+    "--set", "model.tiny_vocab=800", "--set", "model.tiny_hidden=64", "--set", "model.tiny_layers=2",
+    "--set", "sft.demonstrations=16", "--set", "sft.demonstrator.worlds=2", "--set", "sft.steps=2", "--set", "sft.lm_steps=2",
+    "--set", "sft.batch_size=8", "--set", "threads=1",
+    "--set", "rl.tasks_per_iteration=2", "--set", "rl.group_size=3", "--set", "rl.max_new_tokens=12",
+    "--set", "eval.episodes=4", "--set", "policy.micro_batch_tokens=4096",
+]
+"""``creditgym train`` options over configs/default.yaml for a tiny end-to-end run (seconds)."""
+
+
+def start_from(model_dir: Path) -> list[str]:
+    """Options that start a ``SMALL`` run from ``model_dir`` (the session's shared warm start,
+    the ``warm_model`` fixture) without a warm start of its own: for tests of what comes after."""
+    return ["--set", f"model.path={model_dir}", "--set", "sft.steps=0", "--set", "sft.lm_steps=0"]
+
+
+def rows(run: Path) -> list[dict]:
+    """A run's ``metrics.jsonl`` rows."""
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def tiny_model(seed: int = 0) -> LlamaForCausalLM:

@@ -12,7 +12,7 @@ from creditgym.cli import main
 from creditgym.trainers.policy_step import PolicyUpdateConfig, policy_update
 from creditgym.trainers.optim import OptimConfig, make_optimizer
 from tests.trainers.helpers import PAD, make_trajs, tiny_model
-from tests.trainers.test_train_loop import SMALL
+from tests.trainers.helpers import SMALL
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
                                                    reason="needs a CUDA GPU")]

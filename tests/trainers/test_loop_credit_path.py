@@ -13,7 +13,7 @@ import numpy as np
 import creditgym.trainers.loop as loop
 from creditgym.cli import main
 from creditgym.credit.registry import estimate, make_config
-from tests.trainers.test_train_loop import SMALL, rows
+from tests.trainers.helpers import SMALL, rows, start_from
 
 # IGPO: its turn rewards come from the model's probe log-probs, so advantages are non-zero and
 # differ between trajectories even when a barely warm-started policy earns no reward at all
@@ -29,7 +29,8 @@ def _by_task(trajectories):
     return list(groups.values())
 
 
-def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, monkeypatch):
+def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, monkeypatch,
+                                                                     warm_model):
     calls, inputs = [], []
     real_update, real_inputs = loop.policy_update, loop.credit_inputs
 
@@ -48,7 +49,7 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
     run = tmp_path / "run"
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                  "--set", "rl.iterations=1", *SMALL, "--set", "eval.before=false",
-                 "--set", "eval.episodes=1", *credit]) == 0
+                 "--set", "eval.episodes=1", *start_from(warm_model), *credit]) == 0
     (call,) = calls
     trajs = [t for t, _ in call]
     # 2 tasks x 3 members, none errored in this small world

@@ -12,8 +12,7 @@ import torch.distributed.checkpoint as dcp
 from creditgym.cli import main
 from creditgym.errors import ConfigError
 from creditgym.trainers.lora import LoraSettings, apply_lora, plain_model, plain_state_dict
-from tests.trainers.helpers import tiny_model
-from tests.trainers.test_train_loop import SMALL
+from tests.trainers.helpers import SMALL, start_from, tiny_model
 
 pytest.importorskip("peft")
 
@@ -26,15 +25,17 @@ def _logprobs(model, ids: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def lora_run(tmp_path_factory):
+def lora_run(tmp_path_factory, warm_model):
+    """From the session's warm start: one action SFT step under LoRA (its merged ``sft-model/``),
+    then two RL iterations."""
     run = tmp_path_factory.mktemp("lora") / "run"
-    assert main([*BASE, "--set", f"run_dir={run}", "--set", "rl.iterations=2",
-                 "--set", "model.lora.r=4", "--set", "model.lora.alpha=8",
+    assert main([*BASE, *start_from(warm_model), "--set", "sft.steps=1", "--set", f"run_dir={run}",
+                 "--set", "rl.iterations=2", "--set", "model.lora.r=4", "--set", "model.lora.alpha=8",
                  "--set", "sft.lr=0.01", "--set", "rl.lr=0.01"]) == 0
     return run
 
 
-def test_a_lora_run_checkpoints_the_adapters_and_optimiser_state_only(lora_run):
+def test_a_lora_run_checkpoints_the_adapters_and_optimiser_state_only(lora_run, warm_model):
     saved = dcp.FileSystemReader(str(lora_run / "checkpoints" / "step-000002")).read_metadata()
     keys = list(saved.state_dict_metadata)
     model_keys = [k for k in keys if k.startswith("model.")]
@@ -43,13 +44,15 @@ def test_a_lora_run_checkpoints_the_adapters_and_optimiser_state_only(lora_run):
     # name, which DCP keeps as an alias of the one tensor
     assert model_keys and all("lora_A" in k or "lora_B" in k or k.endswith("lm_head.weight")
                               for k in model_keys)
-    layers = json.loads((lora_run / "base-model" / "config.json").read_text())["num_hidden_layers"]
+    layers = json.loads((warm_model / "config.json").read_text())["num_hidden_layers"]
     assert len(model_keys) == 1 + layers * 7 * 2  # 7 adapted linears per layer, A and B each
     assert optim_keys and all("lora_" in k for k in optim_keys)
+    assert (lora_run / "sft-model" / "config.json").is_file()
     assert not (lora_run / "sft-model" / "adapter_config.json").exists()  # merged, plain
 
 
-def test_export_gives_the_merged_policy_and_only_adapted_weights_changed(lora_run, tmp_path):
+def test_export_gives_the_merged_policy_and_only_adapted_weights_changed(lora_run, warm_model,
+                                                                          tmp_path):
     from transformers import AutoModelForCausalLM
 
     from creditgym.trainers.dist_checkpoint import load_model_weights
@@ -60,9 +63,9 @@ def test_export_gives_the_merged_policy_and_only_adapted_weights_changed(lora_ru
     meta = json.loads((out / "creditgym-export.json").read_text())
     assert meta["step"] == 2 and meta["lora"] is True
     exported = AutoModelForCausalLM.from_pretrained(str(out)).eval()
-    base = AutoModelForCausalLM.from_pretrained(str(lora_run / "base-model")).eval()
+    base = AutoModelForCausalLM.from_pretrained(str(warm_model)).eval()
     # the trained policy, rebuilt as the trainer holds it: base + adapters from the checkpoint
-    policy = apply_lora(AutoModelForCausalLM.from_pretrained(str(lora_run / "base-model")),
+    policy = apply_lora(AutoModelForCausalLM.from_pretrained(str(warm_model)),
                         LoraSettings(r=4, alpha=8.0), seed=0)
     load_model_weights(lora_run / "checkpoints", policy)
     ids = torch.randint(3, exported.config.vocab_size, (3, 17), generator=torch.Generator()

@@ -1,8 +1,8 @@
 """`creditgym train` trains any environment: a user's module, held-out tasks by id, files as demos.
 
 The user's module lives in tmp_path and uses nothing of creditgym but ``ToolEnv`` and ``Task``
-(its tools are plain functions); the command runs in a subprocess with the module on
-``PYTHONPATH``, exactly as a user would run it, with a wrapper from the same module that marks
+(its tools are plain functions); ``creditgym train`` runs with the module's folder on the import
+path (what ``PYTHONPATH`` does for a user), with a wrapper from the same module that marks
 every observation, and a warm start read from a trajectory file the test records (which names
 held-out tasks too: the trainer must leave those out).
 """
@@ -10,8 +10,6 @@ held-out tasks too: the trainer must leave those out).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -91,7 +89,7 @@ def _record_expert_file(module_dir: Path, path: Path) -> list[str]:
     return [t.id for t in env.tasks]
 
 
-def test_user_module_env_trains_from_the_command_line(tmp_path):
+def test_user_module_env_trains_from_the_command_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "their_module.py").write_text(textwrap.dedent(USER_MODULE))
     demo_file = tmp_path / "expert.jsonl"
     task_ids = _record_expert_file(tmp_path, demo_file)
@@ -107,14 +105,14 @@ def test_user_module_env_trains_from_the_command_line(tmp_path):
                "max_context_tokens": 256},
         "credit": "grpo", "policy": {"micro_batch_tokens": 4096},
         "eval": {"episodes": 3, "heldout_fraction": 0.25}}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(tmp_path), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "creditgym.cli", "train", "--config", str(config),
-         "--set", "env.id=their_module:ReverseEnv"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "held-out evaluation (their_module:ReverseEnv" in proc.stdout
+    # their module on the import path, as PYTHONPATH puts it there (in this process: a fresh
+    # interpreter would spend its time importing torch)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "their_module", raising=False)
+    assert main(["train", "--config", str(config), "--set", "env.id=their_module:ReverseEnv"]) == 0
+    sys.modules.pop("their_module", None)
+    assert "held-out evaluation (their_module:ReverseEnv" in capsys.readouterr().out
     # 3 of 12 tasks held out by id, recorded with the run, and the same every time
     heldout = json.loads((run / "heldout.json").read_text())["task_ids"]
     assert sorted(heldout) == sorted(heldout_ids(task_ids, 0.25)) and len(heldout) == 3

@@ -16,12 +16,18 @@ import pytest
 
 import creditgym.trainers.loop as loop
 from creditgym.cli import main
-from tests.trainers.test_train_loop import SMALL, rows
+from tests.trainers.helpers import SMALL, rows, start_from
 
 # gigpo's invalid-turn penalty gives non-zero advantages even when no trajectory is rewarded
 BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.episodes=2",
         "--set", "rl.iterations=2", "--set", "credit.name=gigpo",
         "--set", "credit.invalid_penalty=0.1"]
+
+
+@pytest.fixture(scope="module")
+def base(warm_model) -> list[str]:
+    """``BASE`` from the session's warm start (what these tests check comes after it)."""
+    return [*BASE, *start_from(warm_model)]
 
 
 def records(run: Path) -> list[dict]:
@@ -38,15 +44,15 @@ class Killed(Exception):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory, base) -> Path:
     run = tmp_path_factory.mktemp("ref") / "run"
-    assert main([*BASE, "--set", f"run_dir={run}"]) == 0
+    assert main([*base, "--set", f"run_dir={run}"]) == 0
     return run
 
 
-def test_identical_runs_write_identical_rollouts(reference, tmp_path):
+def test_identical_runs_write_identical_rollouts(reference, base, tmp_path):
     run = tmp_path / "again"
-    assert main([*BASE, "--set", f"run_dir={run}"]) == 0
+    assert main([*base, "--set", f"run_dir={run}"]) == 0
     want, got = records(reference), records(run)
     assert len(want) == 2 * 6 and got == want
     for name in ("eval-before.jsonl", "eval-after.jsonl"):
@@ -63,7 +69,7 @@ def test_identical_runs_write_identical_rollouts(reference, tmp_path):
     assert any(any(a != 0 for a in r["advantages"]) for r in want)
 
 
-def test_crash_between_records_and_checkpoint_then_resume(reference, tmp_path, monkeypatch):
+def test_crash_between_records_and_checkpoint_then_resume(reference, base, tmp_path, monkeypatch):
     run = tmp_path / "run"
     real = loop.Trainer._checkpoint
 
@@ -74,12 +80,12 @@ def test_crash_between_records_and_checkpoint_then_resume(reference, tmp_path, m
 
     monkeypatch.setattr(loop.Trainer, "_checkpoint", dies_before_checkpoint_2)
     with pytest.raises(Killed):
-        main([*BASE, "--set", f"run_dir={run}"])
+        main([*base, "--set", f"run_dir={run}"])
     monkeypatch.setattr(loop.Trainer, "_checkpoint", real)
     # the dead run left iteration 1's records on disk, but no metrics row for it
     assert [r["iteration"] for r in records(run)].count(1) == 6
     assert [r["iteration"] for r in rows(run)] == [0]
-    assert main([*BASE, "--set", f"run_dir={run}", "--resume"]) == 0
+    assert main([*base, "--set", f"run_dir={run}", "--resume"]) == 0
     got = records(run)
     ids = [r["id"] for r in got]
     assert len(ids) == len(set(ids)) == 12  # every iteration exactly once

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 
@@ -18,26 +17,11 @@ from creditgym.cli import main
 from creditgym.credit.registry import estimate
 from creditgym.replay import read_trajectories
 from creditgym.replay.verify import verify_trajectories
-
-SMALL = [
-    "--set", "env.kwargs.world.num_documents=600", "--set", "env.kwargs.world.num_train_questions=100",
-    "--set", "env.kwargs.world.num_test_questions=20", "--set", "env.kwargs.world_backend=bm25s",
-    "--set", "model.tiny_vocab=800", "--set", "model.tiny_hidden=64",
-    "--set", "sft.demonstrations=16", "--set", "sft.steps=2", "--set", "sft.lm_steps=2",
-    "--set", "sft.batch_size=8", "--set", "threads=1",
-    "--set", "rl.tasks_per_iteration=2", "--set", "rl.group_size=3", "--set", "rl.max_new_tokens=12",
-    "--set", "eval.episodes=4", "--set", "policy.micro_batch_tokens=4096",
-]
+from tests.trainers.helpers import SMALL, rows, start_from
 
 
-def rows(run: Path) -> list[dict]:
-    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_two_iteration_run_writes_everything(tmp_path):
-    run = tmp_path / "run"
-    assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
-                 "--set", "rl.iterations=2", *SMALL]) == 0
+def test_two_iteration_run_writes_everything(small_run):
+    run = small_run
     history = rows(run)
     assert [r["iteration"] for r in history] == [0, 1]
     for r in history:
@@ -72,10 +56,10 @@ def test_unknown_config_key_lists_the_valid_ones(capsys):
     assert "iteratons" in err and "iterations" in err
 
 
-def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path):
+def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path, warm_model):
     run = tmp_path / "run"
     args = ["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
-            "--set", "rl.iterations=4", *SMALL]
+            "--set", "rl.iterations=3", *SMALL, *start_from(warm_model)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "creditgym.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -93,28 +77,30 @@ def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path):
         if proc.poll() is None:
             proc.kill()
     done_before = len(rows(run))
-    assert 1 <= done_before < 4
+    assert 1 <= done_before < 3
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a torn last line is allowed after kill -9
         before = read_trajectories(run / "rollouts.jsonl")
     assert main([*args, "--resume"]) == 0
     history = rows(run)
-    assert [r["iteration"] for r in history] == [0, 1, 2, 3]
+    assert [r["iteration"] for r in history] == [0, 1, 2]
     after = read_trajectories(run / "rollouts.jsonl")
     # records of committed iterations were kept as they were; those of an iteration the
     # checkpoint did not include were dropped and redone: every trajectory appears once
     committed = [t.to_dict() for t in before if t.iteration < done_before]
     assert [t.to_dict() for t in after[: len(committed)]] == committed
-    assert len({t.id for t in after}) == len(after) == 4 * 6
+    assert len({t.id for t in after}) == len(after) == 3 * 6
     assert [t.iteration for t in after] == sorted(t.iteration for t in after)
-    assert {t.group.split("/")[0] for t in after} == {"it0000", "it0001", "it0002", "it0003"}
+    assert {t.group.split("/")[0] for t in after} == {"it0000", "it0001", "it0002"}
 
 
 @pytest.mark.parametrize("credit", ["grpo", "igpo", "tempo", "oprl"])
-def test_every_estimator_trains_through_the_loop(tmp_path, credit):
+def test_every_estimator_trains_through_the_loop(tmp_path, credit, request):
     run = tmp_path / credit
+    # OPRL's run makes its own warm start: its PRM must start as the warm-started policy
+    start = [] if credit == "oprl" else start_from(request.getfixturevalue("warm_model"))
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
-                 "--set", "rl.iterations=1", "--set", f"credit={credit}", *SMALL]) == 0
+                 "--set", "rl.iterations=1", "--set", f"credit={credit}", *SMALL, *start]) == 0
     (row,) = rows(run)
     assert row["credit/estimator"] == credit and math.isfinite(row["update/loss"])
     trained = [t for t in read_trajectories(run / "rollouts.jsonl") if t.advantages is not None]
@@ -172,12 +158,13 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert "model.device='cuda'" in capsys.readouterr().err
 
 
-def test_recorded_extra_inputs_let_the_bench_score_every_estimator(tmp_path, capsys):
+def test_recorded_extra_inputs_let_the_bench_score_every_estimator(tmp_path, capsys, warm_model):
     """An OPRL run that also records IGPO's probes: both inputs on every trained turn."""
     run = tmp_path / "run"
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                  "--set", "rl.iterations=1", "--set", "credit=oprl", "--set",
-                 'record_inputs=["probe_logprob"]', "--set", "eval.before=false", *SMALL]) == 0
+                 'record_inputs=["probe_logprob"]', "--set", "eval.before=false", *SMALL,
+                 *start_from(warm_model)]) == 0
     trained = [t for t in read_trajectories(run / "rollouts.jsonl") if t.advantages is not None]
     assert trained and all({"input/probe_logprob", "input/logratio_sum"} <= set(m)
                            for t in trained for m in t.turn_metrics)

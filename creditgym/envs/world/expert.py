@@ -98,7 +98,7 @@ def world_corpus_texts(env_cls, env_kwargs: dict, *, demonstrator: dict) -> list
     texts: list[str] = []
     for world_config in [config.world, *_demo_worlds(config, opts)]:
         world = World.generate(world_config)
-        texts += [doc["contents"] for doc in world.iter_documents()]
+        texts += world.contents()
         texts += [t.question for t in world.questions("train")]
     return texts
 

@@ -6,6 +6,7 @@ on demand, so streaming a 1,000,000-document corpus to disk never holds it in me
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -30,11 +31,18 @@ class World:
         self.graph = graph
         """The entity graph (numpy arrays); see :mod:`creditgym.envs.world.entities`."""
         self._questions: dict[str, list[Task]] = {}
+        self._contents: list[str] | None = None
 
     @classmethod
     def generate(cls, config: WorldConfig | None = None) -> World:
-        """Generate the world described by ``config`` (the default world if None)."""
+        """Generate the world described by ``config`` (the default world if None).
+
+        Worlds of up to ``MEMO_DOCUMENTS`` documents are generated once per process and shared
+        (a world is never modified after generation; every environment of a run, and each of
+        the demonstration worlds, would otherwise rebuild its graph and questions)."""
         config = config or WorldConfig()
+        if cls is World and config.num_documents <= MEMO_DOCUMENTS:
+            return _generate_memo(config)
         return cls(config, build_graph(config))
 
     # ---- documents ------------------------------------------------------------------------------
@@ -77,6 +85,17 @@ class World:
         stop = self.num_documents if stop is None else min(stop, self.num_documents)
         for d in range(start, stop):
             yield {"id": str(d), "contents": format_contents(g.title(d), render_body(g, d))}
+
+    def contents(self) -> list[str]:
+        """Every document's ``contents`` (title line and body) in id order; rendered once for
+        worlds of up to ``MEMO_DOCUMENTS`` documents (a tokenizer's corpus, read every run)."""
+        if self._contents is not None:
+            return list(self._contents)
+        texts = [doc["contents"] for doc in self.iter_documents()]
+        if self.num_documents <= MEMO_DOCUMENTS:
+            self._contents = texts
+            return list(texts)
+        return texts
 
     def write_corpus(self, path: str | Path, *, progress: bool | None = None) -> Path:
         """Write the corpus as wiki-18 JSONL, atomically (a temp file renamed into place).
@@ -124,6 +143,15 @@ class World:
     def __repr__(self) -> str:
         c = self.config
         return f"World(seed={c.seed}, num_documents={self.num_documents})"
+
+
+MEMO_DOCUMENTS = 20_000
+"""Worlds up to this size are kept (at most 32 of them) by :meth:`World.generate`."""
+
+
+@functools.lru_cache(maxsize=32)
+def _generate_memo(config: WorldConfig) -> World:
+    return World(config, build_graph(config))
 
 
 def generate_world(config: WorldConfig | None = None) -> World:
