@@ -18,12 +18,24 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory):
-    """Worlds and indexes built by tests go to a temporary cache, never the user's."""
+def private_cache(tmp_path_factory, worker_id):
+    """Worlds and indexes built by tests go to a temporary cache, never the user's; the xdist
+    workers of one run share it (its builds are locked, so each world is built once)."""
     old = os.environ.get("CREDITGYM_CACHE")
-    os.environ["CREDITGYM_CACHE"] = str(tmp_path_factory.mktemp("creditgym-cache"))
+    if worker_id == "master":
+        os.environ["CREDITGYM_CACHE"] = str(tmp_path_factory.mktemp("creditgym-cache"))
+    else:
+        shared = tmp_path_factory.getbasetemp().parent / "creditgym-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["CREDITGYM_CACHE"] = str(shared)
     yield
     if old is None:
         os.environ.pop("CREDITGYM_CACHE", None)
     else:
         os.environ["CREDITGYM_CACHE"] = old
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files of ``slow`` tests first: xdist hands out whole files (``--dist loadfile``) in this
+    order, and a slow file handed out last would keep one worker busy alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

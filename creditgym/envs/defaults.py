@@ -6,6 +6,7 @@ needs "the default world with a Lucene index" gets the same files without rebuil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +28,25 @@ class BuiltWorld:
     """Which backend ``index`` is for (``lucene``, ``bm25s`` or ``dense``)."""
 
 
+def _build_once(path: Path, build: Callable[[], object]) -> None:
+    """``build()`` unless ``path`` exists, under a lock file beside it: concurrent processes
+    sharing the cache (the ranks of one job, two runs) build it once, and none replaces it while
+    another reads it. The builders write atomically, so a killed build leaves no ``path``."""
+    if path.exists():
+        return
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if not path.exists():
+            build()
+
+
 def ensure_world_corpus(config: WorldConfig) -> tuple[World, Path]:
     """Generate the world and write its corpus unless the cache already holds it."""
     world = World.generate(config)
     path = cache.corpus_path(cache.world_name(config))
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        world.write_corpus(path)
+    _build_once(path, lambda: world.write_corpus(path))
     return world, path
 
 
@@ -43,9 +56,8 @@ def ensure_world_index(config: WorldConfig, backend: str = "lucene", *, threads:
 
     world, corpus = ensure_world_corpus(config)
     index = cache.index_path(cache.world_name(config), backend)
-    if not index.exists():
-        index.parent.mkdir(parents=True, exist_ok=True)
-        # No stemming: the world's names are invented words, and English suffix stripping makes
-        # distinct names collide ("Breigos" and the surname "Breigo" both stem to "breigo").
-        build_index(backend, corpus, index, threads=threads, stemmer="none", stem=False)
+    # No stemming: the world's names are invented words, and English suffix stripping makes
+    # distinct names collide ("Breigos" and the surname "Breigo" both stem to "breigo").
+    _build_once(index, lambda: build_index(backend, corpus, index, threads=threads,
+                                           stemmer="none", stem=False))
     return BuiltWorld(world=world, corpus=corpus, index=index, backend=backend)

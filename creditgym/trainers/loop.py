@@ -79,6 +79,7 @@ from creditgym.trainers.credit_inputs import (
     setup_inputs,
 )
 from creditgym.trainers.model_setup import (
+    build_base_model,
     load_policy,
     make_rollout_backend,
     starting_model_dir,
@@ -154,8 +155,9 @@ class Trainer:
                 {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
         self._demos: tuple[list, list] | None = None
         self._files: list | None = None
-        model, self.tokenizer = parallel.main_first(lambda: load_policy(  # rank 0 builds it
+        parallel.main_first(lambda: build_base_model(  # rank 0 builds it, if it must
             self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
+        model, self.tokenizer = load_policy(self.cfg, self.run_dir)
         model = apply_lora(model, self.cfg.model.lora, seed=self.cfg.seed)
         off_policy = self.cfg.rl.off_policy_steps > 0  # generation needs its own copy then
         self.model, self.rollout_model = parallel.prepare_policy(

@@ -1,8 +1,9 @@
 """Loading the policy for a run, and the model-derived inputs some credit estimators need.
 
-``load_policy`` opens ``model.path`` or, by default, builds a tiny model whose tokenizer is trained
-on the environment's training-task texts, its instructions and the warm start's demonstrations
-(``tokenizer_texts``: so every name and tag the agent reads or writes is a short token sequence).
+``load_policy`` opens ``model.path`` or, by default, the tiny model ``build_base_model`` builds
+(rank 0 alone), whose tokenizer is trained on the environment's training-task texts, its
+instructions and the warm start's demonstrations (``tokenizer_texts``: so every name and tag the
+agent reads or writes is a short token sequence).
 ``make_rollout_backend`` opens the registered backend ``rollout.backend`` over the policy;
 ``credit_inputs`` forwards to ``creditgym.trainers.credit_inputs``, which provides each
 estimator's declared inputs by name.
@@ -31,18 +32,25 @@ def tokenizer_texts(env: Any, train_tasks: Sequence[Any], demos: Sequence[Trajec
     return texts + demonstration_texts(demos)
 
 
-def load_policy(cfg: Any, run_dir: Path, texts: Callable[[], list[str]], log: Callable[[str], None]):
-    """``model.path``, or a tiny model built in ``run_dir/base-model`` (kept for resuming) with a
-    tokenizer trained on ``texts()`` (called only when the model is built)."""
+def build_base_model(cfg: Any, run_dir: Path, texts: Callable[[], list[str]],
+                     log: Callable[[str], None]) -> None:
+    """With ``model.path: null``, build the tiny model in ``run_dir/base-model`` (kept for
+    resuming) with a tokenizer trained on ``texts()``, unless it is there already. Rank 0's job
+    (``parallel.main_first``); the others then load it."""
+    path = base_model_dir(cfg, run_dir)
+    if cfg.model.path is None and not (path / "config.json").exists():
+        from creditgym.agents.tiny import build_tiny_model
+
+        build_tiny_model(path, texts(), tiny_model_config(cfg), overwrite=True)
+        log(f"built a tiny model in {path}")
+
+
+def load_policy(cfg: Any, run_dir: Path):
+    """The run's starting policy and tokenizer: ``model.path``, or the tiny model that
+    :func:`build_base_model` made. Every rank loads it at once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = base_model_dir(cfg, run_dir)
-    if cfg.model.path is None:
-        from creditgym.agents.tiny import build_tiny_model
-
-        if not (path / "config.json").exists():
-            build_tiny_model(path, texts(), tiny_model_config(cfg), overwrite=True)
-            log(f"built a tiny model in {path}")
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path)).to(training_device(cfg.model.device))
     return model, tokenizer

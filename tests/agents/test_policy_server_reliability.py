@@ -24,6 +24,8 @@ from creditgym.errors import GenerationCancelled
 
 from .test_policy_server import call
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):

@@ -18,6 +18,8 @@ from creditgym.agents.hf_backend import TransformersBackend
 from creditgym.agents.rollout import RolloutConfig, rollout, stream_seed
 from creditgym.envs.search_env import SearchEnv
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 ENV_KWARGS = {"split": "test", "world_backend": "bm25s", "max_turns": 3}
 SAMPLING = SamplingParams(max_new_tokens=16, temperature=1.0, stop=("</search>", "</answer>"),
                           seed=7)

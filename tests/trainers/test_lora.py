@@ -14,6 +14,8 @@ from creditgym.errors import ConfigError
 from creditgym.trainers.lora import LoraSettings, apply_lora, plain_model, plain_state_dict
 from tests.trainers.helpers import SMALL, start_from, tiny_model
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 pytest.importorskip("peft")
 
 BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.before=false"]

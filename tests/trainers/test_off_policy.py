@@ -12,6 +12,8 @@ from creditgym.trainers.prefetch import RolloutPrefetch
 from tests.trainers.test_train_consistency import records
 from tests.trainers.helpers import SMALL, rows, start_from
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.before=false",
         "--set", "rl.off_policy_steps=1",
         "--set", "keep_checkpoints=10", "--set", "rl.lr=0.003",

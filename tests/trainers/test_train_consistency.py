@@ -18,6 +18,8 @@ import creditgym.trainers.loop as loop
 from creditgym.cli import main
 from tests.trainers.helpers import SMALL, rows, start_from
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 # gigpo's invalid-turn penalty gives non-zero advantages even when no trajectory is rewarded
 BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.episodes=2",
         "--set", "rl.iterations=2", "--set", "credit.name=gigpo",

@@ -19,6 +19,8 @@ from creditgym.replay import read_trajectories
 from creditgym.replay.verify import verify_trajectories
 from tests.trainers.helpers import SMALL, rows, start_from
 
+pytestmark = pytest.mark.slow  # end-to-end runs or subprocesses: scheduled first
+
 
 def test_two_iteration_run_writes_everything(small_run):
     run = small_run
