@@ -18,11 +18,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory, worker_id):
+def private_cache(tmp_path_factory):
     """Worlds and indexes built by tests go to a temporary cache, never the user's; the xdist
     workers of one run share it (its builds are locked, so each world is built once)."""
     old = os.environ.get("CREDITGYM_CACHE")
-    if worker_id == "master":
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # not under xdist (or with -p no:xdist)
         os.environ["CREDITGYM_CACHE"] = str(tmp_path_factory.mktemp("creditgym-cache"))
     else:
         shared = tmp_path_factory.getbasetemp().parent / "creditgym-cache"

@@ -16,7 +16,8 @@ Two steps, because a tiny model's tokenizer is itself trained on the demonstrati
 
 ``keep(task_id)`` filters tasks (the trainer passes "not held out"): no demonstration is ever of a
 held-out task. ``gather_demonstrations`` does step 1 for a run's ``sft`` config: the two phases'
-demonstrations (language modelling, then actions), from the demonstrator and the files.
+demonstrations (language modelling, then actions), from the demonstrator and the files;
+``RunDemonstrations`` holds a run's, gathered once and shared by the tokenizer and the warm start.
 """
 
 from __future__ import annotations
@@ -187,3 +188,48 @@ def gather_demonstrations(
                           f"(sft.demonstration_files={list(sft.demonstration_files)}); give files "
                           "with training-task episodes, or set sft.steps=0 and sft.lm_steps=0")
     return lm, act
+
+
+class RunDemonstrations:
+    """A run's demonstrations (``cfg`` a ``TrainConfig``; tasks in ``heldout`` never shown),
+    read and played at most once: the tiny model's tokenizer and the warm start both need them."""
+
+    def __init__(self, cfg: Any, env_class: Any, env_kwargs: dict[str, Any], heldout: set[str],
+                 *, progress: bool, log: Callable[[str], None]) -> None:
+        self.cfg, self.env_class, self.env_kwargs = cfg, env_class, env_kwargs
+        self.heldout, self.progress, self.log = heldout, progress, log
+        self._files: list[Trajectory] | None = None
+        self._text: tuple[list[Trajectory], list[Trajectory]] | None = None
+
+    def files(self) -> list[Trajectory]:
+        """The records of ``sft.demonstration_files`` of training tasks."""
+        if self._files is None:
+            self._files = load_demonstration_files(
+                self.cfg.sft.demonstration_files, keep=lambda task_id: task_id not in self.heldout)
+        return self._files
+
+    def text(self) -> tuple[list[Trajectory], list[Trajectory]]:
+        """(language-modelling, action) demonstrations as text records
+        (``gather_demonstrations``)."""
+        if self._text is None:
+            cfg = self.cfg
+            self._text = gather_demonstrations(
+                self.env_class, self.env_kwargs, cfg.sft, heldout=self.heldout,
+                heldout_fraction=cfg.eval.heldout_fraction, seed=cfg.seed,
+                system_prompt=cfg.system_prompt, progress=self.progress, log=self.log,
+                where=f"env.id={cfg.env.id}", files=self.files())
+        return self._text
+
+    def for_tokenizer(self) -> tuple[list[str] | None, list[Trajectory]]:
+        """(the environment's corpus or None, the demonstrations a tiny tokenizer must also see):
+        the demonstration files when the environment offers a corpus, else every demonstration."""
+        corpus = self.env_class.corpus_texts(self.env_kwargs,
+                                             demonstrator=dict(self.cfg.sft.demonstrator))
+        if corpus is None:
+            return None, [d for phase in self.text() for d in phase]
+        return corpus, self.files()
+
+    def release(self) -> None:
+        """Drop the records (after the warm start they are not needed again)."""
+        self._files = self._text = None
+

@@ -69,7 +69,7 @@ from creditgym.trainers.distributed import (
     world,
 )
 from creditgym.trainers.config import TrainConfig, check_train_config
-from creditgym.trainers.demos import gather_demonstrations, load_demonstration_files
+from creditgym.trainers.demos import RunDemonstrations
 from creditgym.trainers.heldout import evaluate, heldout_ids
 from creditgym.trainers.lora import apply_lora, iter_plain_weights
 from creditgym.trainers.credit_inputs import (
@@ -153,8 +153,8 @@ class Trainer:
                               + yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
             atomic_write_text(self.run_dir / "heldout.json", json.dumps(
                 {"note": note, "task_ids": [t.id for t in self.test_tasks]}, indent=1) + "\n")
-        self._demos: tuple[list, list] | None = None
-        self._files: list | None = None
+        self.demos = RunDemonstrations(self.cfg, self.env_class, self.train_kwargs, self.heldout,
+                                       progress=self.progress, log=self.log)
         parallel.main_first(lambda: build_base_model(  # rank 0 builds it, if it must
             self.cfg, self.run_dir, lambda: self._tokenizer_texts(probe), self.log))
         model, self.tokenizer = load_policy(self.cfg, self.run_dir)
@@ -228,30 +228,8 @@ class Trainer:
     def _tokenizer_texts(self, probe) -> list[str]:
         """A tiny tokenizer's texts: the environment's corpus and the demonstration files when it
         offers a corpus, else the training questions and every demonstration."""
-        sft = self.cfg.sft
-        corpus = self.env_class.corpus_texts(self.train_kwargs, demonstrator=dict(sft.demonstrator))
-        if corpus is None:
-            demos = [d for phase in self._text_demos() for d in phase]
-        else:
-            demos = self._file_demos()
+        corpus, demos = self.demos.for_tokenizer()
         return tokenizer_texts(probe, self.train_tasks, demos, corpus=corpus)
-
-    def _file_demos(self) -> list:
-        """The records of ``sft.demonstration_files`` of training tasks, read once."""
-        if self._files is None:
-            self._files = load_demonstration_files(
-                self.cfg.sft.demonstration_files, keep=lambda task_id: task_id not in self.heldout)
-        return self._files
-
-    def _text_demos(self) -> tuple[list, list]:
-        """(language-modelling, action) demonstrations as text records, gathered once."""
-        if self._demos is None:
-            self._demos = gather_demonstrations(
-                self.env_class, self.train_kwargs, self.cfg.sft, heldout=self.heldout,
-                heldout_fraction=self.cfg.eval.heldout_fraction, seed=self.cfg.seed,
-                system_prompt=self.cfg.system_prompt, progress=self.progress, log=self.log,
-                where=f"env.id={self.cfg.env.id}", files=self._file_demos())
-        return self._demos
 
     def warm_start(self) -> dict[str, float]:
         """SFT on the demonstrations (``creditgym.trainers.warm_start``); its summary metrics."""

@@ -23,7 +23,7 @@ def warm_start(trainer: Any) -> dict[str, float]:
     sft = trainer.cfg.sft
     if sft.steps + sft.lm_steps <= 0:
         return {}
-    text_lm, text_act = trainer._text_demos()
+    text_lm, text_act = trainer.demos.text()
     tokenized = {id(t): tokenize_demonstration(t, trainer.renderer)
                  for t in {id(t): t for t in text_lm + text_act}.values()}
     lm_demos = [tokenized[id(t)] for t in text_lm]
@@ -60,6 +60,6 @@ def warm_start(trainer: Any) -> dict[str, float]:
         plain_model(trainer.rollout_model).save_pretrained(trainer.run_dir / "sft-model")
         trainer.tokenizer.save_pretrained(trainer.run_dir / "sft-model")
     barrier()  # the KL reference and vLLM load it on every rank
-    trainer._demos = trainer._files = None  # the text records are not needed again
+    trainer.demos.release()
     return {"sft_loss": metrics.get("loss", float("nan")),
             "sft_demo_success": sum(bool(d.success) for d in act_demos) / len(act_demos)}

@@ -32,7 +32,8 @@ def lora_run(tmp_path_factory, warm_model):
     then two RL iterations."""
     run = tmp_path_factory.mktemp("lora") / "run"
     assert main([*BASE, *start_from(warm_model), "--set", "sft.steps=1", "--set", f"run_dir={run}",
-                 "--set", "rl.iterations=2", "--set", "model.lora.r=4", "--set", "model.lora.alpha=8",
+                 "--set", "rl.iterations=2", "--set", "model.lora.r=4",
+                 "--set", "model.lora.alpha=8",
                  "--set", "sft.lr=0.01", "--set", "rl.lr=0.01"]) == 0
     return run
 

@@ -61,7 +61,8 @@ def test_unknown_config_key_lists_the_valid_ones(capsys):
 def test_kill_9_then_resume_continues_from_the_last_checkpoint(tmp_path, warm_model):
     run = tmp_path / "run"
     args = ["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
-            "--set", "rl.iterations=3", *SMALL, *start_from(warm_model)]
+            "--set", "rl.iterations=3", *SMALL, *start_from(warm_model),
+            "--set", "eval.before=false"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "creditgym.cli", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
