@@ -82,12 +82,13 @@ def test_vectorised_equals_naive_trie(data):
         np.testing.assert_allclose(f, s, rtol=1e-9, atol=1e-9)
 
 
-def test_chunking_matches(monkeypatch):
+@pytest.mark.parametrize("chunk", [1, 100])  # 100: widths that do not divide evenly
+def test_chunking_matches(monkeypatch, chunk):
     rng = np.random.default_rng(1)
     group = np.repeat(np.arange(6), 4)
     tokens = [rng.integers(0, 3, rng.integers(1, 30)) for _ in range(24)]
     reward = rng.random(24)
     full = tempo.token_advantages(group, tokens, reward)
-    monkeypatch.setattr(tempo, "_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(tempo, "_CHUNK_ELEMENTS", chunk)
     for a, b in zip(full, tempo.token_advantages(group, tokens, reward)):
         np.testing.assert_allclose(a, b)
