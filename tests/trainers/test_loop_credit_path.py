@@ -3,10 +3,14 @@
 A spy wraps the real ``policy_update`` (the real tiny model still takes the real step) and
 records, at call time, the trajectories it is given and their advantages. A fresh
 ``estimate()`` over the same trajectories grouped by task must reproduce them: this fails when
-the loop negates, rescales or drops the advantages, or groups trajectories any other way.
+the loop negates, rescales or drops the advantages, or groups trajectories any other way. The
+same run checks what the update step sees (the sampling temperature: the first PPO step's
+ratio is 1) and what the iteration writes (its metrics row and records).
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -47,9 +51,13 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
     monkeypatch.setattr(loop, "credit_inputs", inputs_spy)
     credit = [a for k, v in CREDIT.items() for a in ("--set", f"credit.{k}={v}")]
     run = tmp_path / "run"
+    started = time.perf_counter()
+    # a sampling temperature away from 1: the update must compute log-probs at it too
     assert main(["train", "--config", "configs/default.yaml", "--set", f"run_dir={run}",
                  "--set", "rl.iterations=1", *SMALL, "--set", "eval.before=false",
-                 "--set", "eval.episodes=1", *start_from(warm_model), *credit]) == 0
+                 "--set", "eval.episodes=1", *start_from(warm_model), *credit,
+                 "--set", "rl.temperature=0.7"]) == 0
+    wall = time.perf_counter() - started
     (call,) = calls
     trajs = [t for t, _ in call]
     # 2 tasks x 3 members, none errored in this small world
@@ -70,10 +78,20 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
                                                                  pooled.advantages))
     (row,) = rows(run)
     assert row["credit/groups"] == 2.0 and row["credit/estimator"] == "igpo"
+    # one PPO step on fresh rollouts: the new log-probs are the sampled ones (same weights, same
+    # temperature), so every ratio is 1; log-probs at another temperature would move it
+    assert abs(row["update/ratio_mean"] - 1.0) < 1e-4 and row["update/approx_kl_old"] < 1e-6
+    assert row["update/clip_frac"] == 0.0
+    # the row's timing and staleness fields (on-policy: no lag, the wait is the rollout itself)
+    assert row["rollout/policy_lag"] == 0.0
+    times = [row[k] for k in ("time/rollout_s", "time/rollout_wait_s", "time/update_s")]
+    assert all(0.0 <= t <= wall for t in times)
+    assert row["time/rollout_s"] <= row["time/rollout_wait_s"]
     # the records keep the inputs the credit used, per turn, for `creditgym credit-bench`
     from creditgym.replay import read_trajectories
 
     recorded = {t.id: t for t in read_trajectories(run / "rollouts.jsonl")}
+    assert {t.iteration for t in recorded.values()} == {0}
     for t in trajs:
         got = [m["input/probe_logprob"] for m in recorded[t.id].turn_metrics]
         assert got == model_inputs["probe_logprob"][t.id] and len(got) == t.n_turns
