@@ -64,6 +64,12 @@ def test_rollout_records_exact_tokens_mask_and_logprobs(backend, shared_env_fact
                                              zip(t.action_ids[:turn], t.observation_ids[:turn]))
             scored = backend.score([tokens[:start].tolist()], [t.action_ids[turn]])[0]
             np.testing.assert_allclose(scored, t.action_logprobs[turn], atol=1e-4)
+    # each record says where it came from: environment, options, reset seed (seed + task index)
+    for t in trajs:
+        index = 0 if t.group == tasks[0].id else 1
+        assert (t.env_id, t.env_kwargs, t.seed) == ("creditgym/Search-v0", ENV_KWARGS, index)
+        assert isinstance(t.created, float) and t.created > 1.7e9  # a wall-clock timestamp
+        assert t.prompt_messages[0]["role"] == "system"  # the environment's instructions
     # the file written during the rollout re-steps identically through the environment
     again = read_trajectories(path)
     assert [t.id for t in again] == [t.id for t in trajs]
@@ -185,3 +191,25 @@ def test_a_share_of_the_tasks_with_their_keys_draws_what_the_whole_batch_draws(
         assert a.action_ids == b.action_ids and a.observation_ids == b.observation_ids
     with pytest.raises(Exception, match="task_keys: need 2 distinct keys"):
         rollout(shared_env_factory, tasks[:2], backend, renderer, cfg, task_keys=[1, 1])
+
+
+def test_rollout_from_inside_a_running_event_loop_and_its_progress_bar(
+        backend, shared_env_factory, capsys):
+    """Called where an event loop already runs (a notebook, an async server), ``rollout`` runs
+    its own loop in a thread and returns the same trajectories; ``progress=True`` shows a bar of
+    trajectories, and nothing is shown without it."""
+    tasks = shared_env_factory().tasks[:1]
+    renderer = ChatRenderer(backend.tokenizer)
+    want = rollout(shared_env_factory, tasks, backend, renderer, config(group_size=2))
+    assert "rollout" not in capsys.readouterr().err
+
+    async def inside_a_loop():
+        return rollout(shared_env_factory, tasks, backend, renderer, config(group_size=2),
+                       progress=True)
+
+    got = asyncio.run(inside_a_loop())
+    assert len(got) == 2 and [t.action_ids for t in got] == [t.action_ids for t in want]
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert any(line.startswith("rollout: 100%") and "2/2" in line and "traj/s" in line
+               for line in bar), bar
+
