@@ -84,6 +84,7 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
     assert row["update/clip_frac"] == 0.0
     # the row's timing and staleness fields (on-policy: no lag, the wait is the rollout itself)
     assert row["rollout/policy_lag"] == 0.0
+    assert "rollout/searches" in row  # the environment's own aggregate_metrics made the row
     times = [row[k] for k in ("time/rollout_s", "time/rollout_wait_s", "time/update_s")]
     assert all(0.0 <= t <= wall for t in times)
     assert row["time/rollout_s"] <= row["time/rollout_wait_s"]
