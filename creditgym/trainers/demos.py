@@ -232,4 +232,3 @@ class RunDemonstrations:
     def release(self) -> None:
         """Drop the records (after the warm start they are not needed again)."""
         self._files = self._text = None
-
