@@ -209,7 +209,7 @@ def test_rollout_from_inside_a_running_event_loop_and_its_progress_bar(
 
     got = asyncio.run(inside_a_loop())
     assert len(got) == 2 and [t.action_ids for t in got] == [t.action_ids for t in want]
-    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
-    assert any(line.startswith("rollout: 100%") and "2/2" in line and "traj/s" in line
-               for line in bar), bar
+    bar = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if line.startswith("rollout:")]
+    assert bar[-1].startswith("rollout: 100%") and " 2/2 " in bar[-1] and "traj/s" in bar[-1], bar
 
