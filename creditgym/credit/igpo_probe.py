@@ -61,6 +61,8 @@ def probe_logprobs(
     """``l_t`` for t = 0..T-1 of each trajectory (one array of ``n_turns`` per trajectory)."""
     if aliases not in ("first", "best"):
         raise CreditInputError(f"aliases: {aliases!r} is not 'first' or 'best'")
+    if not isinstance(batch_size, int) or batch_size < 1:  # 0 or less would score nothing
+        raise CreditInputError(f"batch_size: {batch_size!r} probes per call; give 1 or more")
     ctx_suffix = list(encode(fmt.context_suffix)) if fmt.context_suffix else []
     pre = list(encode(fmt.answer_prefix)) if fmt.answer_prefix else []
     post = list(encode(fmt.answer_suffix)) if fmt.answer_suffix else []

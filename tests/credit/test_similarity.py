@@ -1,9 +1,12 @@
+from difflib import SequenceMatcher
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz.distance import Indel
 
-from creditgym.credit import CreditInputError
+from creditgym.credit import CreditInputError, similarity
 from creditgym.credit.similarity import greedy_cluster, greedy_cluster_naive
 
 ALPHABET = "abcde ü文"
@@ -55,3 +58,51 @@ def test_bad_inputs():
         greedy_cluster(["a"], 1.0)
     with pytest.raises(CreditInputError, match="row 1"):
         greedy_cluster(["a", None], 0.9)
+
+
+def test_threshold_zero_and_non_text_rows_are_refused_with_the_row_type():
+    # threshold 0 would put every row in the first cluster; both scans refuse it
+    for cluster in (greedy_cluster, greedy_cluster_naive):
+        with pytest.raises(CreditInputError, match=r"^similarity: threshold must be in \(0, 1\), "
+                                                   "got 0.0$"):
+            cluster(["a"], 0.0)
+        with pytest.raises(CreditInputError, match="^anchor: similarity grouping needs text "
+                                                   "anchors, row 1 is int$"):
+            cluster(["a", 3], 0.9)
+
+
+def test_cluster_ids_are_int64_for_indexing():
+    # the ids index arrays and feed bincount downstream, which refuses floats
+    for cluster in (greedy_cluster, greedy_cluster_naive):
+        out = cluster(["abcd", "wxyz", "abce"], 0.75)
+        assert out.dtype == np.int64 and out.tolist() == [0, 1, 0]
+
+
+def test_fast_scan_calls_difflib_only_where_the_bounds_allow_a_match(monkeypatch):
+    """The fast scan's point is to skip difflib (module docstring). Counting spies around the real
+    difflib and rapidfuzz calls check where it does; the decisions are those of the naive scan."""
+    calls = {"ratio": 0, "indel": 0}
+
+    class CountingMatcher(SequenceMatcher):
+        def ratio(self):
+            calls["ratio"] += 1
+            return super().ratio()
+
+    class CountingIndel:
+        @staticmethod
+        def distance(a, b, **kw):
+            calls["indel"] += 1
+            return Indel.distance(a, b, **kw)
+
+    monkeypatch.setattr(similarity, "SequenceMatcher", CountingMatcher)
+    texts = ["abcde", "abxyz", "abcde", "abcdf", "abc", "a"]
+    assert greedy_cluster_naive(texts, 0.5).tolist() == [0, 1, 0, 0, 0, 2]
+    assert calls["ratio"] == 0 + 1 + 1 + 1 + 1 + 2  # until the first match, per row
+    calls["ratio"] = 0
+    monkeypatch.setattr(similarity, "Indel", CountingIndel)
+    assert greedy_cluster(texts, 0.5).tolist() == [0, 1, 0, 0, 0, 2]
+    # "abxyz" vs "abcde": LCS 2 (Indel 6 <= cutoff 6), bound 2*2/10 = 0.4 < 0.5: skipped after
+    # one Indel call. The second "abcde" is memoised: no call at all. "abcdf" (bound 0.8) and
+    # "abc" (bound 2*3/8 = 0.75) reach difflib vs "abcde" and join it. "a" has length bound
+    # 2*1/6 < 0.5 against both clusters: skipped before Indel.
+    assert calls == {"ratio": 2, "indel": 3}
