@@ -65,12 +65,17 @@ def to_hashable(x: Any) -> Any:
     try:
         hash(x)
     except TypeError:
-        raise CreditInputError(f"anchor of type {type(x).__name__} cannot be used as a key") from None
+        raise CreditInputError(
+            f"a value of type {type(x).__name__} cannot be used as a key (use strings, numbers, "
+            "or lists, tuples, dicts and arrays of them)") from None
     return x
 
 
 def factorize(name: str, values: Any) -> tuple[np.ndarray, int]:
-    """Integer codes 0..k-1 for arbitrary hashable keys (equal keys, equal codes)."""
+    """Integer codes 0..k-1 for arbitrary keys (equal keys, equal codes): a 1-D numeric array's
+    codes are its keys' ranks in sorted order, other keys are numbered in order of first
+    appearance. ``name`` (what the keys are: ``group``, ``anchor``) labels the error for a key
+    that cannot be hashed even after ``to_hashable``."""
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and values.ndim == 1:
         if values.dtype.kind == "b":
             values = values.astype(np.int64)
@@ -88,7 +93,10 @@ def factorize(name: str, values: Any) -> tuple[np.ndarray, int]:
         codes = [seen.setdefault(v, len(seen)) for v in values]
     except TypeError:  # unhashable keys (lists, dicts, arrays): convert them first
         seen.clear()
-        codes = [seen.setdefault(to_hashable(v), len(seen)) for v in values]
+        try:
+            codes = [seen.setdefault(to_hashable(v), len(seen)) for v in values]
+        except CreditInputError as exc:
+            raise CreditInputError(f"{name}: {exc}") from None
     return np.fromiter(codes, dtype=np.int64, count=len(codes)), len(seen)
 
 

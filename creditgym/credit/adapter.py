@@ -175,7 +175,7 @@ def tokens_to_turns(batch: TurnBatch, per_token: Sequence[Any]) -> np.ndarray:
     row_of_piece[action_slot] = np.arange(action_slot.size)
     row_of_token = np.repeat(row_of_piece, pieces)
     on_action = row_of_token >= 0
-    values = np.concatenate(arrays)[on_action] if arrays else np.zeros(0)
+    values = np.concatenate(arrays)[on_action]  # flatten() never gives an empty batch
     # action tokens come out in row order, each row's contiguous: segment reductions apply
     counts = pieces[action_slot]
     out = np.zeros(action_slot.size)

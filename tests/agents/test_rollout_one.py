@@ -123,7 +123,8 @@ def test_a_record_holds_the_seeded_reset_and_what_each_turn_returned(backend):
         assert t.action_logprobs[turn] == pytest.approx(want.logprobs, abs=1e-5)
         assert t.finish_reasons[turn] == want.finish_reason
         assert t.actions[turn] == renderer.assistant_text(want.token_ids)
-        assert t.observations[turn] == f"turn {turn + 1}: you wrote {len(t.actions[turn])} characters"
+        wrote = len(t.actions[turn])
+        assert t.observations[turn] == f"turn {turn + 1}: you wrote {wrote} characters"
         ended = turn == 2  # the final observation is not appended: nothing reads it
         assert t.observation_ids[turn] == ([] if ended else renderer.observation_ids(
             t.observations[turn], t.action_ids[turn]))
@@ -173,7 +174,8 @@ def test_tool_schemas_reach_the_prompt_and_the_prefix_check_only_when_asked(back
     tools = TOOLS if in_template else None
     assert t.prompt_ids == renderer.prompt_ids(t.prompt_messages, tools=tools)
     assert ('"name": "lookup"' in renderer.decode(t.prompt_ids)) == in_template
-    assert t.metrics.get("rollout/prefix_mismatch_at", []) == expected_mismatches(t, renderer, tools)
+    recorded = t.metrics.get("rollout/prefix_mismatch_at", [])
+    assert recorded == expected_mismatches(t, renderer, tools)
 
 
 def test_the_prefix_check_records_where_a_fresh_render_leaves_the_running_ids(backend):
@@ -232,7 +234,8 @@ def test_a_continuation_copies_the_record_then_draws_what_the_record_drew(backen
 
 def test_a_continuation_starts_at_the_first_turn_unless_told_otherwise(backend):
     record = run_one(backend, CountdownEnv(), config())
-    other_draws = config(sampling=SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, seed=9))
+    other_draws = config(sampling=SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0,
+                                                 seed=9))
     again = run_one(backend, CountdownEnv(), other_draws, prefix=record)
     fresh = run_one(backend, CountdownEnv(), other_draws)
     assert again.action_ids == fresh.action_ids != record.action_ids
