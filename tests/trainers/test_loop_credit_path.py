@@ -34,7 +34,7 @@ def _by_task(trajectories):
 
 
 def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, monkeypatch,
-                                                                     warm_model):
+                                                                     warm_model, capsys):
     calls, inputs = [], []
     real_update, real_inputs = loop.policy_update, loop.credit_inputs
 
@@ -88,6 +88,12 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
     times = [row[k] for k in ("time/rollout_s", "time/rollout_wait_s", "time/update_s")]
     assert all(0.0 <= t <= wall for t in times)
     assert row["time/rollout_s"] <= row["time/rollout_wait_s"]
+    # the console line a user watches says the same as the row
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("iteration 0:")]
+    loss_and_adv = (f"loss {row['update/loss']:.4f}, "
+                    f"|A| {row['credit/mean_abs_adv_token']:.3f}, ")
+    assert loss_and_adv in line and row["credit/mean_abs_adv_token"] > 0.0005
+    assert 0.0 <= float(line.rsplit(", ", 1)[1].rstrip("s")) <= wall + 0.05
     # the records keep the inputs the credit used, per turn, for `creditgym credit-bench`
     from creditgym.replay import read_trajectories
 
