@@ -1,63 +1,26 @@
-"""``rollout_one`` and ``replay_prefix`` on a scripted, deterministic environment, with the
-session's real tiny model as the policy: what a record holds (the seeded reset, the system
-prompt, tool schemas, anchors, rewards, finish reasons), the exact context-budget boundaries,
-what a continuation copies from the record it starts from, and how a replay that disagrees
-with its record is refused."""
+"""``rollout_one`` on a scripted, deterministic environment (``tests/agents/countdown_env.py``),
+with the session's real tiny model as the policy: what a record holds (the seeded reset, the
+system prompt, tool schemas, anchors, rewards, finish reasons), the exact context-budget
+boundaries, what a continuation copies from the record it starts from, errors, batching and
+admission. ``replay_prefix`` alone: ``test_replay_prefix.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 
-import gymnasium
 import pytest
 
 from creditgym.agents.backend import SamplingParams
 from creditgym.agents.chat import ChatRenderer
 from creditgym.agents.generation_batcher import GenerationBatcher
 from creditgym.agents.hf_backend import TransformersBackend
-from creditgym.agents.rollout import (
-    RolloutConfig, _Admission, replay_prefix, rollout, rollout_one, stream_seed,
-)
-from creditgym.envs.task import Task
+from creditgym.agents.rollout import RolloutConfig, _Admission, rollout, rollout_one, stream_seed
 from creditgym.errors import ConfigError
 from creditgym.trajectory import Trajectory
+from tests.agents.countdown_env import TASK, TOOLS, CountdownEnv
 
-TASK = Task(id="t0", question="Which river runs through Ostrava?", golden_answers=("Oder",))
-TOOLS = [{"type": "function", "function": {
-    "name": "lookup", "description": "Look a name up.",
-    "parameters": {"type": "object", "properties": {"name": {"type": "string"}}}}}]
 MAX_NEW = 8
-
-
-class CountdownEnv(gymnasium.Env):
-    """Terminates after ``turns`` steps. The first observation carries a number drawn from the
-    reset seed (a reset without the recorded seed shows in the prompt); step ``k`` rewards
-    ``reward * k``; the anchor is ``state k`` unless ``anchors`` is off."""
-
-    def __init__(self, *, turns=3, reward=0.25, anchors=True, system_prompt=True, tools=False):
-        self.turns, self.reward, self.anchors = turns, reward, anchors
-        self.system_prompt, self.tools = system_prompt, tools
-
-    def reset(self, *, seed=None, options=None):
-        super().reset(seed=seed)
-        self.turn = 0
-        info = self._info()
-        if self.system_prompt:
-            info["system_prompt"] = "Answer in one word."
-        if self.tools:
-            info["tools"] = TOOLS
-        code = int(self.np_random.integers(10**6))
-        return f"{options['task'].question} (code {code})", info
-
-    def step(self, action):
-        self.turn += 1
-        obs = f"turn {self.turn}: you wrote {len(action)} characters"
-        info = {**self._info(), "metrics": {"turn": self.turn}}
-        return obs, self.reward * self.turn, self.turn >= self.turns, False, info
-
-    def _info(self):
-        return {"anchor": f"state {self.turn}"} if self.anchors else {}
 
 
 @pytest.fixture(scope="module")
@@ -241,96 +204,6 @@ def test_a_continuation_starts_at_the_first_turn_unless_told_otherwise(backend):
     assert again.action_ids == fresh.action_ids != record.action_ids
 
 
-# ------------------------------------------------------------ replay_prefix, no model needed
-def scripted_record(actions=("a", "bb", "ccc"), env=None):
-    """A record made by stepping ``env`` with ``actions`` (ids and log-probs made up: replay
-    copies them without reading them)."""
-    env = env or CountdownEnv()
-    obs, info = env.reset(seed=3, options={"task": TASK})
-    rec = Trajectory(id="r", group="g", task=TASK.to_dict(), prompt_ids=[1, 2, 3], seed=3)
-    anchor = info.get("anchor", obs)
-    for i, action in enumerate(actions):
-        obs, reward, _, _, info = env.step(action)
-        rec.add_turn(action=action, action_ids=[10 + i, 11], observation=obs,
-                     observation_ids=[20 + i], reward=reward, anchor=anchor, info=info,
-                     action_logprobs=[-0.5, -1.5 - i], finish_reason=["length", "stop"][i % 2])
-        anchor = info.get("anchor", obs)
-    return rec
-
-
-def replay(rec, turns, env=None):
-    env = env or CountdownEnv()
-    obs, info = env.reset(seed=3, options={"task": TASK})
-    traj = Trajectory(id="c", group="g", task=TASK.to_dict(), prompt_ids=[])
-    messages = [{"role": "user", "content": obs}]
-    running, anchor = asyncio.run(replay_prefix(env, rec, turns, traj, messages,
-                                                info.get("anchor", obs)))
-    return traj, messages, running, anchor
-
-
-def test_replay_prefix_copies_the_recorded_turns_and_grows_the_chat():
-    rec = scripted_record()
-    traj, messages, running, anchor = replay(rec, 2)
-    assert running == [1, 2, 3, 10, 11, 20, 11, 11, 21] and anchor == "state 2"
-    assert traj.prompt_ids == [1, 2, 3]
-    for field in ("actions", "action_ids", "action_logprobs", "observations", "observation_ids",
-                  "rewards", "anchors", "finish_reasons", "turn_metrics"):
-        assert getattr(traj, field) == getattr(rec, field)[:2], field
-    assert messages[1:] == [{"role": "assistant", "content": "a"},
-                            {"role": "user", "content": rec.observations[0]},
-                            {"role": "assistant", "content": "bb"},
-                            {"role": "user", "content": rec.observations[1]}]
-
-
-def test_replay_prefix_fills_what_older_records_lack():
-    rec = scripted_record(env=CountdownEnv(anchors=False))
-    rec.finish_reasons, rec.observations = [], []  # records from before these were kept
-    traj, _, _, anchor = replay(rec, 2, env=CountdownEnv(anchors=False))
-    assert traj.finish_reasons == ["stop", "stop"]
-    assert traj.observations == [f"turn {k}: you wrote {k} characters" for k in (1, 2)]
-    assert anchor == traj.observations[1]  # no anchors: the last observation
-
-
-@pytest.mark.parametrize("turns", [3, -1])
-def test_replay_prefix_refuses_a_start_outside_the_record(turns):
-    with pytest.raises(ValueError, match=rf"cannot start before turn {turns} \(it has 3 turns, "
-                                         r"action texts recorded: True\)"):
-        replay(scripted_record(), turns)
-
-
-def test_replay_prefix_refuses_a_record_without_action_texts():
-    rec = scripted_record()
-    rec.actions = []
-    with pytest.raises(ValueError, match="action texts recorded: False"):
-        replay(rec, 1)
-
-
-def tampered(field, turn, value):
-    rec = scripted_record()
-    getattr(rec, field)[turn] = value
-    return rec
-
-
-@pytest.mark.parametrize("rec,env", [
-    (tampered("observations", 0, "something else"), None),
-    (tampered("rewards", 1, 0.6), None),
-    (scripted_record(), CountdownEnv(turns=1)),  # the environment ends where the record went on
-], ids=["observation", "reward", "early-end"])
-def test_replay_prefix_refuses_an_environment_that_answers_otherwise(rec, env):
-    with pytest.raises(RuntimeError, match=r"turn \d differs from the record .* the environment "
-                                           r"is not deterministic for this seed and task "
-                                           r"\(`creditgym replay verify` shows where\)"):
-        replay(rec, 2, env=env)
-
-
-def test_replay_prefix_tolerates_a_reward_within_1e9():
-    rec = scripted_record(env=CountdownEnv(reward=0.0))
-    rec.rewards[0] = 1e-9
-    traj, *_ = replay(rec, 2, env=CountdownEnv(reward=0.0))
-    assert traj.rewards == [0.0, 0.0]  # the environment's, not the record's
-
-
-# ------------------------------------------------------------ errors, the pool, admission
 def test_an_environment_that_fails_on_reset_errors_its_record_with_the_exception(backend):
     class BrokenReset(CountdownEnv):
         def reset(self, *, seed=None, options=None):
