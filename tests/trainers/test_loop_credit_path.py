@@ -5,16 +5,20 @@ records, at call time, the trajectories it is given and their advantages. A fres
 ``estimate()`` over the same trajectories grouped by task must reproduce them: this fails when
 the loop negates, rescales or drops the advantages, or groups trajectories any other way. The
 same run checks what the update step sees (the sampling temperature: the first PPO step's
-ratio is 1) and what the iteration writes (its metrics row and records).
+ratio is 1) and what the iteration writes (its metrics row and records). One member is cut to its
+first turn, as a turn limit of one would have left it: one-turn episodes are trained on too.
 """
 
 from __future__ import annotations
 
 import time
 
+import dataclasses
+
 import numpy as np
 
 import creditgym.trainers.loop as loop
+from creditgym.trajectory import _PER_TURN, _PER_TURN_OPTIONAL
 from creditgym.cli import main
 from creditgym.credit.registry import estimate, make_config
 from tests.trainers.helpers import SMALL, rows, start_from
@@ -33,6 +37,13 @@ def _by_task(trajectories):
     return list(groups.values())
 
 
+def _first_turn_only(t):
+    """``t`` as if its episode had been cut after the first turn (turn limit 1)."""
+    cut = {k: getattr(t, k)[:1] for k in (*_PER_TURN, *_PER_TURN_OPTIONAL)}
+    metrics = {**t.metrics, **t.turn_metrics[0]} if t.turn_metrics else dict(t.metrics)
+    return dataclasses.replace(t, **cut, metrics=metrics, terminated=False, truncated=True)
+
+
 def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, monkeypatch,
                                                                      warm_model, capsys):
     calls, inputs = [], []
@@ -47,7 +58,14 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
         inputs.append(out[0])
         return out
 
+    real_collect = loop.Trainer.collect
+
+    def collect_one_turn_member(self, it):
+        tasks, trajs, seconds = real_collect(self, it)
+        return tasks, [_first_turn_only(trajs[0]), *trajs[1:]], seconds
+
     monkeypatch.setattr(loop, "policy_update", spy)
+    monkeypatch.setattr(loop.Trainer, "collect", collect_one_turn_member)
     monkeypatch.setattr(loop, "credit_inputs", inputs_spy)
     credit = [a for k, v in CREDIT.items() for a in ("--set", f"credit.{k}={v}")]
     run = tmp_path / "run"
@@ -60,8 +78,9 @@ def test_policy_update_gets_the_estimators_advantages_grouped_by_task(tmp_path, 
     wall = time.perf_counter() - started
     (call,) = calls
     trajs = [t for t, _ in call]
-    # 2 tasks x 3 members, none errored in this small world
+    # 2 tasks x 3 members, none errored in this small world; the cut member is among them
     assert len(trajs) == 6 and all(t.error is None and t.n_turns > 0 for t in trajs)
+    assert trajs[0].n_turns == 1 < max(t.n_turns for t in trajs)
     groups = _by_task(trajs)
     assert len(groups) == 2 and all(len(g) == 3 for g in groups)
     (model_inputs,) = inputs

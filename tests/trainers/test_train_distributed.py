@@ -1,7 +1,9 @@
 """`creditgym train --nproc 2` on a CPU (gloo, FSDP2): one run that moves from one process to
 two ranks and back, each resuming the other's DCP checkpoint, with one run folder throughout, and
-a killed rank that ends the two-rank job with a clear message. (LoRA under FSDP2: the parity and
-weight-stream cases of test_distributed.py; its checkpoints: test_lora.py.)"""
+a killed rank that ends the two-rank job with a clear message. It trains with IGPO, whose probe
+log-probs each rank computes for its own trajectories: rank 0's credit diagnostics need every
+rank's. (LoRA under FSDP2: the parity and weight-stream cases of test_distributed.py; its
+checkpoints: test_lora.py.)"""
 
 from __future__ import annotations
 
@@ -14,14 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from creditgym.bench.credit_bench import inputs_from_records
 from creditgym.cli import main
+from creditgym.credit.registry import estimate, make_config
 from creditgym.replay import read_trajectories
+from creditgym.replay.rescore import group_trajectories
 from tests.trainers.helpers import SMALL, rows, start_from
 
 # one torchrun job of two interpreters that each import torch: the slowest test of the suite
 pytestmark = pytest.mark.slow
 
-BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.before=false"]
+BASE = ["train", "--config", "configs/default.yaml", *SMALL, "--set", "eval.before=false",
+        "--set", "credit=igpo"]
 
 
 def _rank_pid(launcher: int, rank: int) -> int | None:
@@ -78,6 +84,17 @@ def test_a_run_moves_between_world_sizes_and_survives_a_killed_rank(tmp_path, wa
     trajs = read_trajectories(run / "rollouts.jsonl")
     committed = [t.to_dict() for t in trajs if t.iteration < len(done)]
     assert committed[:6] == first  # the one-process records stay as they were
+    # rank 0's credit diagnostics cover both ranks' trajectories with both ranks' probes: equal
+    # to a fresh estimate over the committed records and the probe log-probs they carry
+    two_rank = [t for t in trajs if t.iteration == 1]
+    fresh = estimate(group_trajectories(two_rank), make_config("igpo"),
+                     inputs_from_records(two_rank, ["probe_logprob"]))
+    want = {f"credit/{k}": v for k, v in fresh.diagnostics.items()}
+    assert {k: v for k, v in done[1].items() if k.startswith("credit/")}.keys() == want.keys()
+    for key, value in want.items():
+        assert done[1][key] == (pytest.approx(value, rel=1e-9, abs=1e-12)
+                                if isinstance(value, float) else value), key
+    assert fresh.diagnostics["mean_abs_adv_token"] > 0
 
     # one process resumes the two-rank checkpoint and finishes the run
     assert main([*argv, "--set", "rl.iterations=4", "--resume", "--nproc", "1"]) == 0
