@@ -51,7 +51,6 @@ import concurrent.futures
 import contextlib
 import copy
 import dataclasses
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -60,7 +59,8 @@ import gymnasium
 from creditgym.config import from_dict
 from creditgym.envs.contract import EnvContract
 from creditgym.envs.parsing import has_think
-from creditgym.envs.rewards import format_component, outcome_metrics
+from creditgym.envs.episode_tally import EpisodeTally
+from creditgym.envs.rewards import outcome_metrics
 from creditgym.envs.task import Task
 from creditgym.envs.text_space import (  # noqa: F401 - re-exported (pickles name _rebuild_wide_text)
     WideText,
@@ -123,14 +123,10 @@ class ToolEnv(EnvContract, gymnasium.Env):
         self.observation_space = WideText(config.max_observation_chars)
         self.action_space = WideText(config.max_action_chars)
         self._task: Task | None = None
-        self._turn = 0
+        self._tally = EpisodeTally()
         self._done = True
         self._started = False
         self._busy = False
-        self._all_valid = True
-        self._all_think = True
-        self._invalid_count = 0
-        self._call_counts: Counter[str] = Counter()
         self._transcript: list[str] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: ToolRunner | None = None
@@ -215,13 +211,9 @@ class ToolEnv(EnvContract, gymnasium.Env):
         elif not isinstance(task, Task):
             raise EnvUsageError(f"options['task'] must be a Task or its dict, got {type(task).__name__}")
         self._task = task
-        self._turn = 0
+        self._tally = EpisodeTally()
         self._done = False
         self._started = True
-        self._all_valid = True
-        self._all_think = True
-        self._invalid_count = 0
-        self._call_counts = Counter()
         obs = self._fit(self.prompt(task))
         self._transcript = [obs] if self.render_mode == "ansi" else []
         info = {
@@ -311,14 +303,11 @@ class ToolEnv(EnvContract, gymnasium.Env):
     async def _step(self, action: Any):
         cfg, task = self.config, self._task
         assert task is not None
-        self._turn += 1
         read = read_action(
             action, self.tools, syntax=cfg.syntax, xml_args=self._xml_args,
             max_calls_per_turn=cfg.max_calls_per_turn, answer_tool=cfg.answer_tool,
         )
         text, calls, converted, error = read.text, read.calls, read.arguments, read.error
-        if not has_think(text):
-            self._all_think = False
 
         answer: str | None = None
         executed: list[str] = []  # names of the tools that ran (and are paid for)
@@ -339,7 +328,6 @@ class ToolEnv(EnvContract, gymnasium.Env):
             )
             parts = []
             for call, args, result in zip(calls, converted, results):
-                self._call_counts[call.name] += 1
                 executed.append(call.name)
                 part, call_error = self._render_result(call.name, result)
                 parts.append(part)
@@ -349,16 +337,14 @@ class ToolEnv(EnvContract, gymnasium.Env):
                     error = error or call_error
             obs_text = "\n".join(parts) if cfg.syntax == "json" and len(parts) > 1 else "".join(parts)
 
-        if not step_valid:
-            self._all_valid = False
-            self._invalid_count += 1
+        self._tally.step(valid=step_valid, think=has_think(text), executed=executed)
         rc = cfg.reward
         metrics: dict[str, float] = {
             "reward/invalid": 0.0 if step_valid else 0.0 - rc.invalid_penalty,
             "reward/search_cost": 0.0 - rc.search_cost * sum(n in rc.costly_tools for n in executed),
         }
         terminated = answer is not None
-        truncated = not terminated and self._turn >= cfg.max_turns
+        truncated = not terminated and self._tally.turn >= cfg.max_turns
         if terminated or truncated:
             self._done = True
             metrics.update(self._outcome(task, answer))
@@ -372,31 +358,17 @@ class ToolEnv(EnvContract, gymnasium.Env):
             "tool_calls": records,
             "anchor": self.anchor(task, obs),
             "metrics": metrics,
-            "turn": self._turn,
+            "turn": self._tally.turn,
             "error": error,
             "answer": answer,
         }
         return obs, metrics["reward"], terminated, truncated, info
 
     def _outcome(self, task: Task, answer: str | None) -> dict[str, float]:
-        out = {k: float(v) for k, v in self.reward(task, answer).items()}
-        if "reward" not in out:
+        scored = {k: float(v) for k, v in self.reward(task, answer).items()}
+        if "reward" not in scored:
             raise ToolDefinitionError(
                 f"{type(self).__name__}.reward() must return a dict with a 'reward' key"
             )
-        correct = out.get("correct", out.get("em", 0.0)) >= 0.5
-        well_formed = self._all_valid and answer is not None and (
-            self._all_think or not self.config.reward.format_requires_think
-        )
-        metrics = {"reward/outcome": out.pop("reward")}
-        metrics["reward/format"] = format_component(well_formed, correct, self.config.reward.format)
-        metrics.update(out)
-        metrics["well_formed"] = float(well_formed)
-        metrics["answered"] = float(answer is not None)
-        metrics["turns"] = float(self._turn)
-        metrics["invalid_actions"] = float(self._invalid_count)
-        metrics["tool_calls"] = float(sum(self._call_counts.values()))
-        for name in self.tools:
-            if name != self.config.answer_tool:
-                metrics[f"calls/{name}"] = float(self._call_counts[name])
-        return metrics
+        return self._tally.outcome_metrics(scored, answer=answer, tool_names=self.tools,
+                                           config=self.config)
