@@ -11,16 +11,15 @@ first turn, as a turn limit of one would have left it: one-turn episodes are tra
 
 from __future__ import annotations
 
-import time
-
 import dataclasses
+import time
 
 import numpy as np
 
 import creditgym.trainers.loop as loop
-from creditgym.trajectory import _PER_TURN, _PER_TURN_OPTIONAL
 from creditgym.cli import main
 from creditgym.credit.registry import estimate, make_config
+from creditgym.trajectory import _PER_TURN, _PER_TURN_OPTIONAL
 from tests.trainers.helpers import SMALL, rows, start_from
 
 # IGPO: its turn rewards come from the model's probe log-probs, so advantages are non-zero and
