@@ -1,13 +1,14 @@
 """``creditgym credit-bench``: score every credit estimator against ground-truth turn labels.
 
 ``creditgym credit-bench FILE [FILE...] [--estimators a,b] [--set-option est.key=val]
-[--json OUT] [--png OUT] [--force] [--allow-module MOD] [--mc-model DIR [--mc-k K]
+[--groups all|mixed] [--json OUT] [--png OUT] [--force] [--allow-module MOD] [--mc-model DIR [--mc-k K]
 [--budget SECONDS] ...]`` reads trajectory JSONL files (a run's
 ``rollouts.jsonl``, ``creditgym eval`` output), groups the finished trajectories by ``group``
 as the trainer does (within each file), labels their turns through their environment's ``turn_labels``
 (``bench.labels``: the file's ``env_id`` is checked like ``replay rescore`` checks it), runs
 every registered estimator (or ``--estimators``) with its default config plus
-``--set-option`` on the same groups, and prints a table of the metrics of ``bench.credit_bench``.
+``--set-option`` on the same groups (``--groups mixed``: only the groups whose members' returns
+differ, ``credit_bench.mixed_outcome_groups``), and prints a table of the metrics of ``bench.credit_bench``.
 ``--json OUT`` writes one object per estimator (``estimator``, ``pairwise_accuracy``, ``auc``,
 ``spearman_mc``, ``wrong_sign``, ``ms_per_1k_turns``, ``turns``, ``skipped``), ``--png OUT`` a
 bar chart of pairwise accuracy and AUC. Outputs are written atomically; one that is an input
@@ -81,7 +82,7 @@ def load_groups(paths: list[Path]) -> list[list]:
 
 
 def cmd_credit_bench(args: argparse.Namespace) -> int:
-    from creditgym.bench.credit_bench import bench_credit, estimator_names
+    from creditgym.bench.credit_bench import bench_credit, estimator_names, mixed_outcome_groups
     from creditgym.bench.labels import turn_labels
     from creditgym.credit.registry import get_estimator, make_config
     from creditgym.files import atomic_write_text, check_output
@@ -110,6 +111,14 @@ def cmd_credit_bench(args: argparse.Namespace) -> int:
         options[short] = opts
 
     groups = load_groups(paths)
+    scope = ""
+    if args.groups == "mixed":
+        kept = mixed_outcome_groups(groups)
+        if not kept:
+            raise ConfigError(f"--groups mixed: in all {len(groups)} groups every member has the "
+                              "same return, so nothing is left to score; drop --groups mixed")
+        scope = f" (--groups mixed: {len(kept)} of {len(groups)} groups)"
+        groups = kept
     ordered = [t for g in groups for t in g]
     policy = env_policy(args)
     labels = turn_labels(ordered, policy, progress=_progress("labels", "traj"))
@@ -118,7 +127,7 @@ def cmd_credit_bench(args: argparse.Namespace) -> int:
     rows = bench_credit(groups, labels, estimators=names, options=options,
                         progress=_progress("estimators", "estimator"))
 
-    print_table(rows, ordered, labels, len(groups))
+    print_table(rows, ordered, labels, f"{len(groups)} groups{scope}")
     for flag, out in outs:
         if flag == "--json":
             atomic_write_text(out, json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
@@ -182,7 +191,7 @@ def run_mc(model_dir: str, settings, trajs: list, policy) -> None:
             print(f"MC values: {len(items)} {what}, first: {' '.join(map(str, items[0]))}")
 
 
-def print_table(rows: list, trajs: list, labels: list, n_groups: int) -> None:
+def print_table(rows: list, trajs: list, labels: list, groups: str) -> None:
     """The metrics as a rich table, with what was measured above it."""
     from collections import Counter
 
@@ -192,7 +201,7 @@ def print_table(rows: list, trajs: list, labels: list, n_groups: int) -> None:
     counts = Counter(x for lab in labels if lab is not None for x in lab)
     turns = sum(t.n_turns for t in trajs)
     labelled = sum(counts.values())
-    title = (f"credit bench: {len(trajs)} trajectories in {n_groups} groups, {turns} turns, "
+    title = (f"credit bench: {len(trajs)} trajectories in {groups}, {turns} turns, "
              f"{labelled} labelled (useful {counts['useful']}, wasted {counts['wasted']}, "
              f"harmful {counts['harmful']})")
     table = Table(title=title)
@@ -255,6 +264,9 @@ def add_bench_arguments(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help="comma-separated estimators (default: every registered one)")
     p.add_argument("--set-option", action="append", metavar="EST.KEY=VALUE",
                    help="an estimator's option, e.g. gigpo.gamma=0.9 (repeatable)")
+    p.add_argument("--groups", choices=("all", "mixed"), default="all",
+                   help="mixed: score only the groups whose members' returns differ (where "
+                        "outcome-based credit can say anything); default all")
     p.add_argument("--json", metavar="OUT", help="write the metrics as JSON")
     p.add_argument("--png", metavar="OUT", help="write a bar chart of the metrics")
     p.add_argument("--force", action="store_true", help="replace --json/--png if they exist")

@@ -26,7 +26,10 @@ Model-computed inputs (IGPO's ``probe_logprob``, OPRL's ``logratio_sum``) come i
 ``turn_metrics[t]["input/<name>"]`` on every turn of every trajectory (``INPUT_PREFIX``); an
 estimator whose ``needs`` are met by neither is reported as skipped, with the reason.
 ``run_estimators`` is the first half on its own: each estimator's per-turn advantages (the
-replay page's group view colours its prefix trees with them).
+replay page's group view colours its prefix trees with them). ``mixed_outcome_groups`` keeps the
+groups whose members' returns differ: in a group that fails (or succeeds) whole, every
+outcome-based estimator gives every turn the same value, so those groups only pull its pairwise
+accuracy towards 0.5.
 """
 
 from __future__ import annotations
@@ -196,6 +199,12 @@ def mc_values(trajs: Sequence[Trajectory]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- the bench
+
+
+def mixed_outcome_groups(groups: Sequence[Sequence[Trajectory]]) -> list[Sequence[Trajectory]]:
+    """The groups, in order, whose members' episode returns (the sum of their rewards) are not
+    all equal."""
+    return [g for g in groups if len({float(np.sum(t.rewards)) for t in g}) > 1]
 
 
 def estimator_names(names: Sequence[str] | None = None) -> list[str]:

@@ -218,6 +218,38 @@ def test_cli_files_never_share_a_group(bench_file, tmp_path, capsys):
     assert "32 trajectories in 8 groups" in capsys.readouterr().out
 
 
+def write_records(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_cli_groups_mixed_scores_only_groups_whose_returns_differ(bench_file, tmp_path, capsys):
+    records = [json.loads(line) for line in bench_file.read_text().splitlines()]
+    ret = {r["id"]: sum(r["rewards"]) for r in records}
+    failing = [g for g in dict.fromkeys(r["group"] for r in records)
+               if sum(ret[r["id"]] == 0 for r in records if r["group"] == g) >= 2]
+    assert failing, "the fixture needs a group with two failing members"
+    whole_fail = failing[0]  # that group cut to its failing members: every return equal
+    cut = [r for r in records if r["group"] != whole_fail or ret[r["id"]] == 0]
+    without = [r for r in records if r["group"] != whole_fail]
+    mixed_file = write_records(tmp_path / "cut.jsonl", cut)
+    ref_file = write_records(tmp_path / "without.jsonl", without)
+    out, ref, whole = (tmp_path / f"{n}.json" for n in ("mixed", "ref", "whole"))
+    assert main(["credit-bench", str(mixed_file), "--groups", "mixed", "--json", str(out)]) == 0
+    n_groups = len({r["group"] for r in records})
+    assert f"{len(without)} trajectories in {n_groups - 1} groups (--groups mixed: " \
+        f"{n_groups - 1} of {n_groups} groups)" in capsys.readouterr().out
+    assert main(["credit-bench", str(ref_file), "--json", str(ref)]) == 0
+    assert main(["credit-bench", str(mixed_file), "--json", str(whole)]) == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "ms_per_1k_turns"} for r in rs]
+    assert strip(read_rows(out)) == strip(read_rows(ref))  # as if the group were not there
+    assert strip(read_rows(whole)) != strip(read_rows(ref))  # and without the flag it counts
+    capsys.readouterr()
+    only_fail = write_records(tmp_path / "fail.jsonl", [r for r in cut if r["group"] == whole_fail])
+    assert main(["credit-bench", str(only_fail), "--groups", "mixed"]) == 2
+    assert "every member has the same return" in capsys.readouterr().err
+
+
 def test_cli_refuses_to_overwrite_inputs_and_outputs(bench_file, tmp_path, capsys):
     before = bench_file.read_bytes()
     for target in (bench_file, bench_file.with_name(bench_file.name + ".meta.json")):
