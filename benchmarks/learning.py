@@ -12,7 +12,9 @@ held-out episodes, seeds 0-9, 8 runs at a time, ``model.device: cuda``; ``--devi
 the cpu preset's is ``auto``: CUDA when torch sees one). Per config, one warm start (SFT on the
 config's demonstrator; a run must take one RL iteration, so it takes the cheapest, after
 ``sft-model`` is saved) runs once and is evaluated on the held-out tasks ("warm start");
-every (method, seed) then starts RL from its ``sft-model`` (``model.path``, no SFT) with the
+every (method, seed) then starts RL from its ``sft-model`` (``model.path``, no SFT; a config
+without SFT steps is evaluated as it loads: a warm start made elsewhere, ``--set model.path=DIR
+--set sft.steps=0 --set sft.lm_steps=0``, is shared as it is) with the
 same iterations x tasks x group size, so every method gets equal samples. Methods are every
 estimator of ``creditgym.credit.registry.ESTIMATORS`` (``--methods`` restricts); the method the
 config names keeps the config's options, the others run with their defaults plus
@@ -93,13 +95,26 @@ def finished(cfg_data: dict, phase: str) -> float | None:
     return (evals.get(phase) or {}).get("success")
 
 
+def warm_model_dir(cfg_data: dict) -> Path:
+    """The model every method of a config starts RL from: the warm-start run's ``sft-model``
+    when the config has SFT steps, else the model that run loads (``model.path``) or builds."""
+    from creditgym.config import from_dict
+    from creditgym.trainers.config import TrainConfig
+    from creditgym.trainers.model_setup import base_model_dir
+
+    cfg = from_dict(TrainConfig, cfg_data)
+    run_dir = Path(cfg_data["run_dir"])
+    return run_dir / "sft-model" if cfg.sft.steps + cfg.sft.lm_steps > 0 else \
+        base_model_dir(cfg, run_dir)
+
+
 def warm_start(cfg_data: dict, reuse: bool) -> dict:
     """The warm start of one config: SFT, evaluated before RL (see the module docstring)."""
-    run_dir = Path(cfg_data["run_dir"])
+    model = warm_model_dir(cfg_data)
     before = finished(cfg_data, "before") if reuse else None
-    if before is None or not (run_dir / "sft-model").is_dir():
+    if before is None or not (model / "config.json").is_file():
         before = train(cfg_data, reuse)["before"]["success"]
-    return {"model": str(run_dir / "sft-model"), "before": before}
+    return {"model": str(model), "before": before}
 
 
 def rl_run(cfg_data: dict, reuse: bool) -> dict:
@@ -310,7 +325,7 @@ def plan(args: argparse.Namespace, out: Path) -> dict:
         credits = {m: method_credit(base, m, options) for m in methods}
         runs = {m: {seed: with_overrides(
             base, seed=seed, run_dir=str(out / name / f"seed{seed}" / m), credit=credits[m],
-            threads=1, model={"path": str(out / name / "warm-start" / "sft-model")},
+            threads=1, model={"path": str(warm_model_dir(warm))},
             sft={"steps": 0, "lm_steps": 0}, eval={"before": False}) for seed in seeds}
             for m in methods}
         settings[name] = {"path": path, "base": base, "methods": methods, "credits": credits,

@@ -87,3 +87,16 @@ def test_a_full_output_folder_is_refused(learning, tmp_path):
     with pytest.raises(Exception, match="--force"):
         learning.main(["--out", str(tmp_path / "out"), "--methods", "grpo"])
     assert (tmp_path / "out" / "results.json").read_text() == "[]"
+
+
+def test_a_warm_start_made_elsewhere_is_shared_as_it_is(learning, tmp_path, tiny_model_dir):
+    s = plan(learning, tmp_path, "--set", f"model.path={tiny_model_dir}",
+             "--set", "sft.steps=0", "--set", "sft.lm_steps=0")
+    # no SFT in the warm-start run, so there is no sft-model: every method starts from the
+    # model it loads (a first version pointed them at a folder that was never written)
+    assert learning.warm_model_dir(s["warm_cfg"]) == Path(tiny_model_dir)
+    assert {cfg["model"]["path"] for r in s["runs"].values() for cfg in r.values()} == \
+        {str(tiny_model_dir)}
+    built = plan(learning, tmp_path, "--set", "sft.steps=0", "--set", "sft.lm_steps=0")
+    assert learning.warm_model_dir(built["warm_cfg"]) == \
+        Path(built["warm_cfg"]["run_dir"]) / "base-model"  # the tiny model it builds
