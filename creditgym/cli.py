@@ -134,7 +134,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # no stop strings here: run_eval takes the environment's own (its tools' closing tags)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               seed=args.seed)
-    config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context)
+    config = RolloutConfig(sampling=sampling, max_context_tokens=args.max_context,
+                           system_prompt=not args.no_system_prompt)
     summary = run_eval(env_id=args.env, env_kwargs=env_kwargs,
                        model=args.model, url=args.url, episodes=args.episodes, group=args.group,
                        out=out, rollout_config=config, seed=args.seed,
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-context", type=int, default=4096)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-system-prompt", action="store_true",
+                   help="leave out the environment's system message, as a model trained with "
+                        "system_prompt: false (configs/default.yaml, world-long.yaml) was")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("train", help="train an agent on any environment (SFT warm start, then RL with a credit estimator)")

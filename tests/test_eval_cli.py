@@ -57,6 +57,23 @@ def test_eval_writes_trajectories_metadata_and_summary(eval_run, capsys):
     assert 0.0 <= summary["em"] <= summary["f1"] <= 1.0
 
 
+def test_no_system_prompt_rolls_out_as_a_run_trained_without_one(eval_run, tiny_model_dir,
+                                                                   tmp_path):
+    # a run trained with system_prompt: false never saw the instructions; evaluating it with
+    # them gave 0 success where the trainer's own evaluation gave 0.141
+    assert all(t.prompt_messages[0]["role"] == "system" for t in read_trajectories(eval_run))
+    out = tmp_path / "plain.jsonl"
+    argv = ["eval", "--env-arg", "split=test", "--env-arg", 'world_backend="bm25s"',
+            "--env-arg", "max_turns=1", "--model", str(tiny_model_dir), "--episodes", "2",
+            "--max-new-tokens", "8", "--out", str(out), "--no-system-prompt"]
+    assert main(argv) == 0
+    trajs = read_trajectories(out)
+    assert len(trajs) == 2 and all([m["role"] for m in t.prompt_messages] == ["user"]
+                                   for t in trajs)
+    meta = json.loads(out.with_name("plain.jsonl.meta.json").read_text())
+    assert meta["run"]["rollout"]["system_prompt"] is False
+
+
 def test_replay_verify_show_and_export_work_on_the_eval_output(eval_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["replay", "verify", str(eval_run)]) == 0
