@@ -1,14 +1,14 @@
 """``creditgym credit-bench``: score every credit estimator against ground-truth turn labels.
 
-``creditgym credit-bench FILE [FILE...] [--estimators a,b] [--set-option est.key=val]
-[--groups all|mixed] [--json OUT] [--png OUT] [--force] [--allow-module MOD] [--mc-model DIR [--mc-k K]
-[--budget SECONDS] ...]`` reads trajectory JSONL files (a run's
-``rollouts.jsonl``, ``creditgym eval`` output), groups the finished trajectories by ``group``
-as the trainer does (within each file), labels their turns through their environment's ``turn_labels``
-(``bench.labels``: the file's ``env_id`` is checked like ``replay rescore`` checks it), runs
-every registered estimator (or ``--estimators``) with its default config plus
-``--set-option`` on the same groups (``--groups mixed``: only the groups whose members' returns
-differ, ``credit_bench.mixed_outcome_groups``), and prints a table of the metrics of ``bench.credit_bench``.
+``creditgym credit-bench FILE [FILE...] [--estimators a,b] [--set-option est.key=val] [--groups
+all|mixed] [--json OUT] [--png OUT] [--force] [--allow-module MOD] [--mc-model DIR [--mc-k K]
+[--budget SECONDS] ...]`` reads trajectory JSONL files (a run's ``rollouts.jsonl``, ``creditgym
+eval`` output), groups the finished trajectories by ``group`` as the trainer does (within each
+file), labels their turns through their environment's ``turn_labels`` (``bench.labels``: the file's
+``env_id`` is checked like ``replay rescore`` checks it), runs every registered estimator (or
+``--estimators``) with its default config plus ``--set-option`` on the same groups (``--groups
+mixed``: only the groups whose members' returns differ, ``credit_bench.mixed_outcome_groups``), and
+prints a table of the metrics of ``bench.credit_bench``.
 ``--json OUT`` writes one object per estimator (``estimator``, ``pairwise_accuracy``, ``auc``,
 ``spearman_mc``, ``wrong_sign``, ``ms_per_1k_turns``, ``turns``, ``skipped``), ``--png OUT`` a
 bar chart of pairwise accuracy and AUC. Outputs are written atomically; one that is an input
