@@ -202,9 +202,8 @@ def mc_values(trajs: Sequence[Trajectory]) -> np.ndarray:
 
 
 def mixed_outcome_groups(groups: Sequence[Sequence[Trajectory]]) -> list[Sequence[Trajectory]]:
-    """The groups, in order, whose members' episode returns (the sum of their rewards) are not
-    all equal."""
-    return [g for g in groups if len({float(np.sum(t.rewards)) for t in g}) > 1]
+    """The groups, in order, whose members' episode returns are not all equal."""
+    return [g for g in groups if len({t.episode_return for t in g}) > 1]
 
 
 def estimator_names(names: Sequence[str] | None = None) -> list[str]:
