@@ -46,6 +46,38 @@ WORKER_EXTENSION = "creditgym.agents.vllm_backend.WeightLoadingExtension"
 """Qualified name of the worker extension that ``load_weights`` relies on."""
 
 
+def engine_options(**engine_kwargs: Any) -> dict[str, Any]:
+    """What ``vllm.LLM`` gets besides the model: the caller's options plus the backend's
+    log-prob definition and weight-loading hook, unless the caller set them."""
+    return {"logprobs_mode": "processed_logprobs", "worker_extension_cls": WORKER_EXTENSION,
+            **engine_kwargs}
+
+
+def sampling_params(vllm: Any, sampling: SamplingParams, **overrides: Any) -> Any:
+    """The ``vllm.SamplingParams`` of one generation request (``overrides``: e.g. its seed)."""
+    fields = dict(
+        n=1,
+        logprobs=0,
+        max_tokens=sampling.max_new_tokens,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        top_k=sampling.top_k,
+        stop=list(sampling.stop),
+        stop_token_ids=list(sampling.stop_token_ids),
+        seed=sampling.seed,
+        include_stop_str_in_output=True,
+        skip_special_tokens=False,
+    )
+    fields.update(overrides)
+    return vllm.SamplingParams(**fields)
+
+
+def scoring_params(vllm: Any) -> Any:
+    """The ``vllm.SamplingParams`` of teacher-forced scoring: the prompt's own log-probs
+    (temperature 1) and one throw-away generated token."""
+    return vllm.SamplingParams(n=1, max_tokens=1, temperature=1.0, prompt_logprobs=0)
+
+
 class WeightLoadingExtension:
     """Mixed into every vLLM worker (``worker_extension_cls``): lets the trainer push weights."""
 
@@ -80,10 +112,8 @@ class VLLMBackend:
                 "False). Run it on a machine with an NVIDIA GPU, or use TransformersBackend."
             )
         self._vllm = vllm
-        engine_kwargs.setdefault("logprobs_mode", "processed_logprobs")
-        engine_kwargs.setdefault("worker_extension_cls", WORKER_EXTENSION)
         try:
-            self.llm = vllm.LLM(model=str(model), **engine_kwargs)
+            self.llm = vllm.LLM(model=str(model), **engine_options(**engine_kwargs))
         except Exception as exc:
             raise BackendError(
                 f"vLLM could not load {model!r}: {type(exc).__name__}: {exc}"
@@ -105,23 +135,6 @@ class VLLMBackend:
 
     # -- PolicyBackend ----------------------------------------------------------------------
 
-    def _sampling(self, sampling: SamplingParams, **overrides: Any):
-        fields = dict(
-            n=1,
-            logprobs=0,
-            max_tokens=sampling.max_new_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            top_k=sampling.top_k,
-            stop=list(sampling.stop),
-            stop_token_ids=list(sampling.stop_token_ids),
-            seed=sampling.seed,
-            include_stop_str_in_output=True,
-            skip_special_tokens=False,
-        )
-        fields.update(overrides)
-        return self._vllm.SamplingParams(**fields)
-
     def generate(
         self,
         prompts: Sequence[Sequence[int]],
@@ -138,9 +151,9 @@ class VLLMBackend:
         if seeds is not None and len(seeds) != len(prompts):
             raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
         params = (
-            self._sampling(sampling)
+            sampling_params(self._vllm, sampling)
             if seeds is None
-            else [self._sampling(sampling, seed=s) for s in seeds]
+            else [sampling_params(self._vllm, sampling, seed=s) for s in seeds]
         )
         outputs = self.llm.generate(
             [{"prompt_token_ids": [int(t) for t in p]} for p in prompts],
@@ -189,7 +202,7 @@ class VLLMBackend:
         results: list[list[float]] = [[] for _ in rows]
         if not todo:
             return results
-        params = self._vllm.SamplingParams(n=1, max_tokens=1, temperature=1.0, prompt_logprobs=0)
+        params = scoring_params(self._vllm)
         outputs = self.llm.generate(
             [{"prompt_token_ids": rows[i][0] + rows[i][1]} for i in todo], params, use_tqdm=False
         )
@@ -266,9 +279,14 @@ class VLLMBackend:
             return
         self._closed = True
         llm = self.__dict__.pop("llm", None)
-        shutdown = getattr(getattr(llm, "llm_engine", None), "shutdown", None)
+        engine = getattr(llm, "llm_engine", None)
+        # vLLM 0.32's LLM and LLMEngine have no shutdown of their own; the engine-core client
+        # (the worker processes) does. Older engines had LLMEngine.shutdown.
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None) or getattr(
+            engine, "shutdown", None)
         if callable(shutdown):
             shutdown()
+        del engine
         del llm
         import gc
 
@@ -289,4 +307,7 @@ class VLLMBackend:
             raise BackendError("VLLMBackend is closed; build a new one to keep generating")
 
 
-__all__ = ["VLLMBackend", "WeightLoadingExtension", "WORKER_EXTENSION"]
+__all__ = [
+    "VLLMBackend", "WeightLoadingExtension", "WORKER_EXTENSION", "engine_options", "sampling_params",
+    "scoring_params",
+]

@@ -105,27 +105,3 @@ def test_streamed_weights_in_small_chunks_equal_a_state_dict(vllm_backend, tiny_
     got = vllm_backend.generate(prompt, GREEDY)[0]
     assert got.token_ids == want.token_ids
 
-
-def test_the_vllm_calls_the_backend_makes_exist_in_the_installed_vllm():
-    """A contract test of names and signatures (runs wherever vllm is installed, GPU or not)."""
-    vllm = pytest.importorskip("vllm")
-    import inspect
-
-    from vllm.engine.arg_utils import EngineArgs
-
-    llm = vllm.LLM
-    for name in ("generate", "collective_rpc", "reset_prefix_cache", "sleep", "wake_up",
-                 "get_tokenizer"):
-        assert callable(getattr(llm, name, None)), f"vllm.LLM.{name}"
-    assert "level" in inspect.signature(llm.sleep).parameters
-    assert "tags" in inspect.signature(llm.wake_up).parameters
-    fields = set(EngineArgs.__dataclass_fields__)
-    for option in ("worker_extension_cls", "enable_sleep_mode", "logprobs_mode",
-                   "gpu_memory_utilization", "max_model_len", "enforce_eager", "seed"):
-        assert option in fields, f"EngineArgs.{option}"
-    params = set(inspect.signature(vllm.SamplingParams).parameters) | set(
-        getattr(vllm.SamplingParams, "__struct_fields__", ()))
-    for option in ("n", "logprobs", "prompt_logprobs", "max_tokens", "temperature", "top_p",
-                   "top_k", "stop", "stop_token_ids", "seed", "include_stop_str_in_output",
-                   "skip_special_tokens"):
-        assert option in params, f"SamplingParams.{option}"
