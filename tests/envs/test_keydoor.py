@@ -152,3 +152,16 @@ def test_compass_points_at_the_key_then_the_door_then_the_vault():
     demos = KeyDoorEnv.demonstrations({"num_tasks": 3, "seed": 3, "compass": True}, count=3,
                                       seed=0, options={})
     assert all(play(d)[1][-1] == 1.0 for d in demos)
+
+
+@pytest.mark.parametrize("compass", [False, True])
+def test_the_vault_note_comes_last_so_the_answer_copies_the_tokens_just_before_it(compass):
+    """The password ends the observation, quoted (a byte-level tokenizer then splits it as in
+    ``<answer>word</answer>``, without a leading space); anywhere else it is unreadable."""
+    from creditgym.envs.examples.keydoor import describe
+
+    layout = load_layout(make_tasks(1, seed=5)[0].metadata)
+    password = layout["password"]
+    vault = describe(layout, (layout["vault"], True, True), compass=compass)
+    assert vault.endswith(f'A note reads: "{password}".') and vault.count(password) == 1
+    assert password not in describe(layout, (layout["start"], False, False), compass=compass)

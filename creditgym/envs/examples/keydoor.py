@@ -82,8 +82,6 @@ def describe(layout: dict[str, Any], state: State, *, compass: bool = False) -> 
     vault)."""
     (x, y), has_key, door_open = state
     parts = [f"You are in room ({x}, {y})."]
-    if (x, y) == layout["vault"]:
-        parts.append(f"This is the vault. A note reads: {layout['password']}.")
     if (x, y) == layout["key"] and not has_key:
         parts.append("A key lies here.")
     ways = [d for d in MOVES if step_state(layout, ((x, y), True, True), "move", d)[0][0] != (x, y)]
@@ -93,6 +91,11 @@ def describe(layout: dict[str, Any], state: State, *, compass: bool = False) -> 
     if compass:
         name = "key" if not has_key else "door" if not door_open else "vault"
         parts.append(_bearing(name, (x, y), layout[name]))
+    if (x, y) == layout["vault"]:
+        # Last, and quoted: the password then sits a fixed number of tokens before the answer
+        # that copies it, split as in the answer (no leading space in a byte-level tokenizer),
+        # a copy a small model can learn (at a varying distance a 2-layer model never did).
+        parts.append(f'This is the vault. A note reads: "{layout["password"]}".')
     return " ".join(parts)
 
 
