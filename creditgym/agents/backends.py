@@ -22,7 +22,7 @@ weight-update path). ``requires`` names modules that must be importable (checked
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,13 +165,19 @@ _VLLM_OPTIONS = ("gpu_memory_utilization", "max_model_len", "enforce_eager", "en
 _VLLM_INSTALL = "pip install 'creditgym[vllm]' on a machine with an NVIDIA GPU"
 
 
+def vllm_training_options(options: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The options a training run's vLLM engine is built with (besides the backend's own,
+    ``vllm_backend.engine_options``): the run's seed and the engine options it set."""
+    return {"seed": seed, **{k: options[k] for k in _VLLM_OPTIONS if k in options}}
+
+
 def _vllm_for_training(policy: TrainingPolicy) -> Any:
     from creditgym.agents.vllm_backend import VLLMBackend
 
-    engine = {k: policy.options[k] for k in _VLLM_OPTIONS if k in policy.options}
     # vLLM loads from a folder, then gets the trainer's current weights (a warm start's, a
     # resumed run's checkpoint) through load_weights.
-    backend = VLLMBackend(str(policy.model_dir), seed=policy.seed, **engine)
+    backend = VLLMBackend(str(policy.model_dir), **vllm_training_options(policy.options,
+                                                                         policy.seed))
     backend.load_weights(policy.weights() if policy.weights else policy.model.state_dict())
     return backend
 

@@ -279,15 +279,12 @@ class VLLMBackend:
             return
         self._closed = True
         llm = self.__dict__.pop("llm", None)
-        engine = getattr(llm, "llm_engine", None)
-        # vLLM 0.32's LLM and LLMEngine have no shutdown of their own; the engine-core client
-        # (the worker processes) does. Older engines had LLMEngine.shutdown.
-        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None) or getattr(
-            engine, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
-        del engine
-        del llm
+        # vLLM's LLM and LLMEngine have no shutdown of their own (0.32); the engine-core client
+        # that owns the worker processes does
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if callable(getattr(core, "shutdown", None)):
+            core.shutdown()
+        del core, llm
         import gc
 
         import torch

@@ -95,6 +95,16 @@ def training_device(name: str):
     return device
 
 
+def rollout_engine_options(r: Any) -> dict[str, Any]:
+    """The engine options of ``rollout`` (a ``RolloutBackendConfig``) that a trainable backend
+    gets; the vLLM one reads them, the transformers one has no use for them."""
+    options = {"gpu_memory_utilization": r.gpu_memory_utilization,
+               "max_model_len": r.max_model_len, "enforce_eager": r.enforce_eager}
+    if r.vllm_sleep:
+        options["enable_sleep_mode"] = True
+    return options
+
+
 def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, run_dir: Path):
     """The configured generation backend (``rollout.backend``, a name registered in
     ``creditgym.agents.backends``) over the current policy weights."""
@@ -102,14 +112,10 @@ def make_rollout_backend(cfg: Any, model: Any, tokenizer: Any, run_dir: Path):
 
     from creditgym.trainers.lora import iter_plain_weights
 
-    r = cfg.rollout
-    options = {"gpu_memory_utilization": r.gpu_memory_utilization,
-               "max_model_len": r.max_model_len, "enforce_eager": r.enforce_eager}
-    if r.vllm_sleep:
-        options["enable_sleep_mode"] = True
     policy = TrainingPolicy(model, tokenizer, str(starting_model_dir(cfg, run_dir)), seed=cfg.seed,
-                            options=options, weights=lambda: iter_plain_weights(model))
-    return make_training_backend(r.backend, policy)
+                            options=rollout_engine_options(cfg.rollout),
+                            weights=lambda: iter_plain_weights(model))
+    return make_training_backend(cfg.rollout.backend, policy)
 
 
 def credit_inputs(trainer: Any, trajs: Sequence[Trajectory]) -> tuple[dict | None, dict]:

@@ -61,12 +61,12 @@ def test_the_engine_arguments_a_training_run_gives_build(tiny_model_dir):
     options at their defaults) is accepted by vLLM's engine arguments."""
     from vllm.engine.arg_utils import EngineArgs
 
+    from creditgym.agents.backends import vllm_training_options
     from creditgym.trainers.config import RolloutBackendConfig
+    from creditgym.trainers.model_setup import rollout_engine_options
 
     r = RolloutBackendConfig(backend="vllm", vllm_sleep=True, max_model_len=512)
-    options = engine_options(seed=0, gpu_memory_utilization=r.gpu_memory_utilization,
-                             max_model_len=r.max_model_len, enforce_eager=r.enforce_eager,
-                             enable_sleep_mode=True)
+    options = engine_options(**vllm_training_options(rollout_engine_options(r), seed=0))
     args = EngineArgs(model=str(tiny_model_dir), **options)
     assert args.logprobs_mode == "processed_logprobs"
     assert args.worker_extension_cls == WORKER_EXTENSION and args.enable_sleep_mode
