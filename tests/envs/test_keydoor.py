@@ -165,3 +165,35 @@ def test_the_vault_note_comes_last_so_the_answer_copies_the_tokens_just_before_i
     vault = describe(layout, (layout["vault"], True, True), compass=compass)
     assert vault.endswith(f'A note reads: "{password}".') and vault.count(password) == 1
     assert password not in describe(layout, (layout["start"], False, False), compass=compass)
+
+
+def test_a_fixed_password_keeps_the_layouts_and_counts_only_in_the_vault():
+    """``password="done"``: the same maps as without it, every vault's note reads the one word,
+    and answering it pays only where it was read; the expert still solves every task."""
+    plain, fixed = make_tasks(8, seed=2), make_tasks(8, seed=2, password="done")
+    assert [{**t.metadata, "password": ""} for t in plain] == \
+        [{**t.metadata, "password": ""} for t in fixed]
+    assert {t.metadata["password"] for t in fixed} == {"done"}
+    assert all(list(t.golden_answers) == ["done"] for t in fixed)
+
+    env = KeyDoorEnv(num_tasks=8, seed=2, password="done")
+    task = env.tasks[0]
+    env.reset(seed=0, options={"task": task})
+    *_, terminated, _, info = env.step("<answer>done</answer>")  # at the start: a guess
+    assert terminated and info["metrics"]["correct"] == 0.0 and info["metrics"]["reward"] == 0.0
+    demos = KeyDoorEnv.demonstrations({"num_tasks": 8, "seed": 2, "password": "done"}, count=8,
+                                      seed=0, options={})
+    results = [play(d) for d in demos]
+    assert all(rewards[-1] == 1.0 and info["metrics"]["reached_vault"] == 1.0
+               for _, rewards, info, _ in results)
+    # without a fixed password a right guess still pays (the random words are the secret)
+    env = KeyDoorEnv(num_tasks=8, seed=2)
+    env.reset(seed=0, options={"task": env.tasks[0]})
+    guess = env.tasks[0].metadata["password"]
+    assert env.step(f"<answer>{guess}</answer>")[1] == 1.0
+
+
+@pytest.mark.parametrize("bad", ["Done", "two words", "", 7])
+def test_a_bad_password_is_refused_with_what_is_allowed(bad):
+    with pytest.raises(ConfigError, match="one lowercase word"):
+        KeyDoorEnv(num_tasks=2, password=bad)

@@ -5,7 +5,9 @@ locked. The agent starts on one side with the key somewhere near it; the vault, 
 holds a note with the password. The task text shows the map; the agent acts with plain tools:
 ``move(direction)``, ``pick_up()``, ``open_door()``, and ends the episode with
 ``answer(password)``, which pays 1 when it is the vault's password (reading it needs a visit).
-Layouts are kept only when the shortest solution takes 10 to 30 actions.
+``password="done"`` gives every vault that one password: a small model can then answer without
+copying a word from its context (tiny models never learned that copy), and the answer counts
+only in the vault, since a constant is no secret. Layouts are kept only when the shortest solution takes 10 to 30 actions.
 
 Observations describe the current state only (the room, what lies there, the open ways, what the
 agent carries, the door; with ``compass=True`` also how far east/west and north/south the next
@@ -24,6 +26,7 @@ Registered as ``creditgym/KeyDoor-v0``: ``gymnasium.make("creditgym/KeyDoor-v0",
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
 from typing import Any, Literal
 
@@ -126,8 +129,10 @@ def solve(layout: dict[str, Any], state: State) -> list[tuple[str, str]] | None:
     return None
 
 
-def make_layout(rng: random.Random, width: int, height: int) -> dict[str, Any]:
-    """A random solvable layout whose solution (answer included) takes 10 to 30 actions."""
+def make_layout(rng: random.Random, width: int, height: int,
+                password: str | None = None) -> dict[str, Any]:
+    """A random solvable layout whose solution (answer included) takes 10 to 30 actions; its
+    password is ``password`` when given (the random draw still happens, so layouts match)."""
     while True:
         wall_x = rng.randint(2, width - 3)
         door = (wall_x, rng.randrange(height))
@@ -143,6 +148,8 @@ def make_layout(rng: random.Random, width: int, height: int) -> dict[str, Any]:
         meta = {"width": width, "height": height, "walls": sorted(map(list, walls)),
                 "door": list(door), "start": list(start), "key": list(key),
                 "vault": list(rng.choice(right)), "password": rng.choice(PASSWORDS)}
+        if password is not None:
+            meta["password"] = password
         plan = solve(load_layout(meta), (start, False, False))
         if plan is not None and MIN_STEPS <= len(plan) + 1 <= MAX_STEPS:
             return {**meta, "shortest": len(plan) + 1}
@@ -157,12 +164,13 @@ def draw(layout: dict[str, Any]) -> str:
         for y in range(layout["height"]))
 
 
-def make_tasks(n: int = 200, seed: int = 0, width: int = 7, height: int = 5) -> list[Task]:
+def make_tasks(n: int = 200, seed: int = 0, width: int = 7, height: int = 5,
+               password: str | None = None) -> list[Task]:
     """``n`` seeded tasks; the question is the instruction and the map (north is up)."""
     rng = random.Random(seed)
     tasks = []
     for i in range(n):
-        meta = make_layout(rng, width, height)
+        meta = make_layout(rng, width, height, password)
         question = ("Take the key, unlock the door, walk into the vault and answer with the "
                     "password written there. Map (north is up; # wall, D door, K key, V vault, "
                     f"@ you; rooms are (x, y) from the top left):\n{draw(load_layout(meta))}")
@@ -175,16 +183,21 @@ class KeyDoorEnv(ToolEnv):
 
     def __init__(self, config: dict | None = None, *, num_tasks: int = 200, seed: int = 0,
                  width: int = 7, height: int = 5, compass: bool = False,
-                 syntax: Literal["xml", "json"] | None = None,
+                 password: str | None = None, syntax: Literal["xml", "json"] | None = None,
                  render_mode: str | None = None) -> None:
         if width < 5 or height < 1:
             raise ConfigError(f"KeyDoorEnv needs width >= 5 and height >= 1, got {width}x{height}")
+        if password is not None and (not isinstance(password, str)
+                                     or not re.fullmatch(r"[a-z]{1,20}", password)):
+            raise ConfigError(f"KeyDoorEnv password must be one lowercase word (a-z, at most 20 "
+                              f"letters) or None for a random word per vault, got {password!r}")
         config = {"max_turns": 40, **(config or {})}
         if config.get("max_calls_per_turn", 1) != 1:
             raise ConfigError("KeyDoorEnv: max_calls_per_turn must be 1 (moves happen in order)")
         self._layout: dict[str, Any] = {}
         self._state: State = ((0, 0), False, False)
         self._compass = bool(compass)
+        self._fixed_password = password is not None
 
         def move(direction: Literal["north", "south", "east", "west"]) -> str:
             """Walk to the neighbouring room in this direction.
@@ -203,7 +216,8 @@ class KeyDoorEnv(ToolEnv):
             return self._act("open_door", "")
 
         super().__init__([move, pick_up, open_door], config=config, syntax=syntax,
-                         tasks=make_tasks(num_tasks, seed, width, height), render_mode=render_mode)
+                         tasks=make_tasks(num_tasks, seed, width, height, password),
+                         render_mode=render_mode)
 
     def _act(self, tool: str, arg: str) -> str:
         self._state, message = step_state(self._layout, self._state, tool, arg)
@@ -223,7 +237,11 @@ class KeyDoorEnv(ToolEnv):
 
     def reward(self, task: Task, answer: str | None) -> dict[str, float]:
         metrics = super().reward(task, answer)
-        metrics["reached_vault"] = float(self._state[0] == self._layout["vault"])
+        in_vault = self._state[0] == self._layout["vault"]
+        metrics["reached_vault"] = float(in_vault)
+        if self._fixed_password and not in_vault and metrics["correct"]:
+            # a password every vault shares is no secret: answered elsewhere it is a guess
+            metrics = {**super().reward(task, None), "reached_vault": 0.0}
         return metrics
 
     @classmethod
