@@ -205,7 +205,8 @@ def print_table(rows: list, trajs: list, labels: list, groups: str) -> None:
              f"{labelled} labelled (useful {counts['useful']}, wasted {counts['wasted']}, "
              f"harmful {counts['harmful']})")
     table = Table(title=title)
-    for col in ("estimator", "pairwise acc", "AUC", "spearman MC", "wrong sign", "ms / 1k turns"):
+    for col in ("estimator", "pairwise acc", "winners", "losers", "AUC", "spearman MC",
+                "wrong sign", "ms / 1k turns"):
         table.add_column(col, justify="left" if col == "estimator" else "right")
     table.add_column("note")
 
@@ -213,7 +214,8 @@ def print_table(rows: list, trajs: list, labels: list, groups: str) -> None:
         return "-" if v is None else f"{v:.{digits}f}"
 
     for r in rows:
-        table.add_row(r.estimator, fmt(r.pairwise_accuracy), fmt(r.auc), fmt(r.spearman_mc),
+        table.add_row(r.estimator, fmt(r.pairwise_accuracy), fmt(r.pairwise_winners),
+                      fmt(r.pairwise_losers), fmt(r.auc), fmt(r.spearman_mc),
                       fmt(r.wrong_sign), fmt(r.ms_per_1k_turns, 2), r.skipped or "")
     console = Console(width=max(120, Console().width))
     console.print(table)

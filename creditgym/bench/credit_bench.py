@@ -11,6 +11,10 @@ value on the turn's action tokens) and scores it against ``labels`` (per traject
   useful > wasted > harmful, the share where the better turn got the larger advantage (ties
   count 0.5); pooled over every pair of the batch. An estimator giving all turns of a
   trajectory one value (GRPO, RLOO) scores exactly 0.5.
+- ``pairwise_winners`` / ``pairwise_losers``: the same, counting only the trajectories whose
+  return is above (below) their group's mean (groups whose members all tie are in neither):
+  where an estimator orders the turns of the trajectories it rewards but inverts those of the
+  ones it punishes, the pooled accuracy hides both.
 - ``auc``: across the batch, the probability that a useful turn's advantage exceeds a not
   useful one's (ties 0.5; the Mann-Whitney statistic).
 - ``spearman_mc``: rank correlation with Monte-Carlo turn values, read from the records'
@@ -72,6 +76,10 @@ class BenchRow:
     """Turns the estimator scored (all turns of the batch; 0 when skipped)."""
     skipped: str | None = None
     """Why the estimator did not run, or None."""
+    pairwise_winners: float | None = None
+    """``pairwise_accuracy`` over the trajectories whose return is above their group's mean."""
+    pairwise_losers: float | None = None
+    """``pairwise_accuracy`` over the trajectories whose return is below their group's mean."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,6 +209,19 @@ def mc_values(trajs: Sequence[Trajectory]) -> np.ndarray:
 # ---------------------------------------------------------------------------------- the bench
 
 
+def outcome_side(groups: Sequence[Sequence[Trajectory]]) -> np.ndarray:
+    """Per row of ``adapter.flatten(groups)``: +1 where its trajectory's return is above its
+    group's mean, -1 below, 0 on the mean."""
+    side = []
+    for g in groups:
+        returns = np.array([t.episode_return for t in g], dtype=np.float64)
+        signs = np.sign(returns - returns.mean())
+        # a return equal to the mean in exact arithmetic can miss it by a rounding step
+        signs[np.isclose(returns, returns.mean(), rtol=0.0, atol=1e-12)] = 0
+        side += [np.full(t.n_turns, s, dtype=np.int64) for t, s in zip(g, signs)]
+    return np.concatenate(side) if side else np.zeros(0, dtype=np.int64)
+
+
 def mixed_outcome_groups(groups: Sequence[Sequence[Trajectory]]) -> list[Sequence[Trajectory]]:
     """The groups, in order, whose members' episode returns are not all equal."""
     return [g for g in groups if len({t.episode_return for t in g}) > 1]
@@ -289,6 +310,7 @@ def bench_credit(
     rank = label_ranks(batch.trajectories, labels)
     labelled = rank >= 0
     useful = rank[labelled] == LABEL_RANK["useful"]
+    side = outcome_side(groups)
     mc = mc_values(batch.trajectories)
     has_mc = np.isfinite(mc)
     rows = []
@@ -305,6 +327,8 @@ def bench_credit(
             wrong_sign=wrong_sign(useful, adv[labelled]),
             ms_per_1k_turns=1e6 * run.seconds / batch.traj.size,
             turns=int(batch.traj.size),
+            pairwise_winners=pairwise_accuracy(batch.traj, np.where(side > 0, rank, -1), adv),
+            pairwise_losers=pairwise_accuracy(batch.traj, np.where(side < 0, rank, -1), adv),
         ))
     return rows
 

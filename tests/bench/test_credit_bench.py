@@ -15,6 +15,7 @@ from creditgym.bench.credit_bench import (
     BenchRow,
     auc,
     bench_credit,
+    outcome_side,
     pairwise_accuracy,
     spearman,
     wrong_sign,
@@ -27,7 +28,7 @@ from tests.credit.helpers import make_traj
 from tests.replay.helpers import POLICIES, SEARCH_KWARGS, build_tokenizer, record_episode
 
 FIELDS = ["estimator", "pairwise_accuracy", "auc", "spearman_mc", "wrong_sign",
-          "ms_per_1k_turns", "turns", "skipped"]
+          "ms_per_1k_turns", "turns", "skipped", "pairwise_winners", "pairwise_losers"]
 
 
 # ------------------------------------------------------------------------- metrics by hand
@@ -65,6 +66,13 @@ def test_pairwise_and_auc_agree_with_a_naive_count():
     assert auc(pos, adv) == pytest.approx(np.mean(wins))
 
 
+def test_outcome_side_splits_each_group_at_its_own_mean():
+    groups = [[make_traj("a", "g", [0, 1]), make_traj("b", "g", [0.0]),
+               make_traj("c", "g", [0.5, 0.0, 0.0])],  # returns 1, 0, 0.5: mean 0.5
+              [make_traj("d", "h", [0.1, 0.2]), make_traj("e", "h", [0.3])]]  # 0.1+0.2 == 0.3
+    assert outcome_side(groups).tolist() == [1, 1, -1, 0, 0, 0, 0, 0, 0]
+
+
 # ------------------------------------------------------------------- the bench, hand-made
 
 
@@ -85,6 +93,7 @@ def test_known_values_on_the_worked_example():
     g = rows["gigpo"]
     # A: useful 0.5 < wasted 1.0; B: useful -1.0 < harmful -0.5: both pairs wrong
     assert g.pairwise_accuracy == 0.0
+    assert (g.pairwise_winners, g.pairwise_losers) == (0.0, 0.0)  # A won, B lost
     # useful {0.5, -1.0} vs not {1.0, -0.5}: only 0.5 > -0.5 wins: 1 / 4
     assert g.auc == 0.25 and g.wrong_sign == 0.5 and g.turns == 4
     assert g.spearman_mc is None and g.ms_per_1k_turns > 0 and g.skipped is None
@@ -128,9 +137,13 @@ def test_a_newly_registered_estimator_is_benchmarked_without_changes():
         rows = {r.estimator: r for r in bench_credit(worked_pair(), LABELS)}
         # A: useful last turn (1) > wasted (0): right; B: useful (0) < harmful last (1): wrong
         assert rows["test_last_turn"].pairwise_accuracy == 0.5
+        # ... which the split by outcome takes apart: right on the winner, wrong on the loser
+        assert rows["test_last_turn"].pairwise_winners == 1.0
+        assert rows["test_last_turn"].pairwise_losers == 0.0
         (row,) = bench_credit(worked_pair(), LABELS, estimators=["test_last_turn"],
                               options={"test_last_turn": {"bonus": -1.0}})
-        assert row == BenchRow("test_last_turn", 0.5, row.auc, None, 0.5, row.ms_per_1k_turns, 4)
+        assert row == BenchRow("test_last_turn", 0.5, row.auc, None, 0.5, row.ms_per_1k_turns, 4,
+                               pairwise_winners=0.0, pairwise_losers=1.0)
     finally:
         unregister_estimator("test_last_turn")
 
