@@ -49,7 +49,7 @@ def test_every_estimator_from_one_warm_start_with_equal_samples(learning, tmp_pa
             sizes.add((rl["iterations"], rl["tasks_per_iteration"], rl["group_size"]))
     assert sizes == {(15, 8, 8)}  # configs/keydoor.yaml as written, for every method
     # the config names gigpo: its options stay; the others run with defaults plus --set-option
-    assert s["credits"]["gigpo"] == {"name": "gigpo", "gamma": 1.0, "norm": "std"}
+    assert s["credits"]["gigpo"] == {"name": "gigpo", "gamma": 0.95, "norm": "std"}
     assert s["credits"]["igpo"] == {"name": "igpo", "gamma": 0.9}
     assert s["credits"]["grpo"] == {"name": "grpo"}
 
