@@ -215,9 +215,10 @@ def outcome_side(groups: Sequence[Sequence[Trajectory]]) -> np.ndarray:
     side = []
     for g in groups:
         returns = np.array([t.episode_return for t in g], dtype=np.float64)
-        signs = np.sign(returns - returns.mean())
+        mean = returns.mean()
         # a return equal to the mean in exact arithmetic can miss it by a rounding step
-        signs[np.isclose(returns, returns.mean(), rtol=0.0, atol=1e-12)] = 0
+        signs = np.where(np.isclose(returns, mean, rtol=0.0, atol=1e-12), 0.0,
+                         np.sign(returns - mean))
         side += [np.full(t.n_turns, s, dtype=np.int64) for t, s in zip(g, signs)]
     return np.concatenate(side) if side else np.zeros(0, dtype=np.int64)
 
@@ -311,6 +312,7 @@ def bench_credit(
     labelled = rank >= 0
     useful = rank[labelled] == LABEL_RANK["useful"]
     side = outcome_side(groups)
+    winner_rank, loser_rank = np.where(side > 0, rank, -1), np.where(side < 0, rank, -1)
     mc = mc_values(batch.trajectories)
     has_mc = np.isfinite(mc)
     rows = []
@@ -327,8 +329,8 @@ def bench_credit(
             wrong_sign=wrong_sign(useful, adv[labelled]),
             ms_per_1k_turns=1e6 * run.seconds / batch.traj.size,
             turns=int(batch.traj.size),
-            pairwise_winners=pairwise_accuracy(batch.traj, np.where(side > 0, rank, -1), adv),
-            pairwise_losers=pairwise_accuracy(batch.traj, np.where(side < 0, rank, -1), adv),
+            pairwise_winners=pairwise_accuracy(batch.traj, winner_rank, adv),
+            pairwise_losers=pairwise_accuracy(batch.traj, loser_rank, adv),
         ))
     return rows
 

@@ -7,7 +7,8 @@ holds a note with the password. The task text shows the map; the agent acts with
 ``answer(password)``, which pays 1 when it is the vault's password (reading it needs a visit).
 ``password="done"`` gives every vault that one password: a small model can then answer without
 copying a word from its context (tiny models never learned that copy), and the answer counts
-only in the vault, since a constant is no secret. Layouts are kept only when the shortest solution takes 10 to 30 actions.
+only in the vault, since a constant is no secret. Layouts are kept only when the shortest
+solution takes 10 to 30 actions.
 
 Observations describe the current state only (the room, what lies there, the open ways, what the
 agent carries, the door; with ``compass=True`` also how far east/west and north/south the next
@@ -129,10 +130,8 @@ def solve(layout: dict[str, Any], state: State) -> list[tuple[str, str]] | None:
     return None
 
 
-def make_layout(rng: random.Random, width: int, height: int,
-                password: str | None = None) -> dict[str, Any]:
-    """A random solvable layout whose solution (answer included) takes 10 to 30 actions; its
-    password is ``password`` when given (the random draw still happens, so layouts match)."""
+def make_layout(rng: random.Random, width: int, height: int) -> dict[str, Any]:
+    """A random solvable layout whose solution (answer included) takes 10 to 30 actions."""
     while True:
         wall_x = rng.randint(2, width - 3)
         door = (wall_x, rng.randrange(height))
@@ -148,8 +147,6 @@ def make_layout(rng: random.Random, width: int, height: int,
         meta = {"width": width, "height": height, "walls": sorted(map(list, walls)),
                 "door": list(door), "start": list(start), "key": list(key),
                 "vault": list(rng.choice(right)), "password": rng.choice(PASSWORDS)}
-        if password is not None:
-            meta["password"] = password
         plan = solve(load_layout(meta), (start, False, False))
         if plan is not None and MIN_STEPS <= len(plan) + 1 <= MAX_STEPS:
             return {**meta, "shortest": len(plan) + 1}
@@ -166,11 +163,14 @@ def draw(layout: dict[str, Any]) -> str:
 
 def make_tasks(n: int = 200, seed: int = 0, width: int = 7, height: int = 5,
                password: str | None = None) -> list[Task]:
-    """``n`` seeded tasks; the question is the instruction and the map (north is up)."""
+    """``n`` seeded tasks; the question is the instruction and the map (north is up); every
+    vault's password is ``password`` when given (layouts are drawn as without it)."""
     rng = random.Random(seed)
     tasks = []
     for i in range(n):
-        meta = make_layout(rng, width, height, password)
+        meta = make_layout(rng, width, height)
+        if password is not None:
+            meta["password"] = password
         question = ("Take the key, unlock the door, walk into the vault and answer with the "
                     "password written there. Map (north is up; # wall, D door, K key, V vault, "
                     f"@ you; rooms are (x, y) from the top left):\n{draw(load_layout(meta))}")
